@@ -1,0 +1,208 @@
+"""Step 3: lower a (quantized or FP32) graph to OpenVINO, and record what OpenVINO was given.
+
+Two lowerings, selectable per test:
+
+- ``"torch.compile"``: ``torch.compile(model, backend=..., options={"aot_autograd": True})``. The
+  backend is OpenVINO's ``openvino`` where it freezes weights (torch <= 2.12) and the project's own
+  ``ovquant_openvino`` where it does not (see ``ov_backend``); ``compile_backend`` forces one.
+- ``"export"``: ``ov.convert_model(torch.export.export(model, args))`` compiled by ``openvino.Core``.
+
+Both return a ``LoweredModel`` whose ``report`` (see ``..verify``) says what really runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from typing import Any, Iterator
+
+import torch
+
+from .. import compat
+from ..config import QuantizeConfig
+from ..errors import LoweringError
+from ..verify import IRSummary, LoweringReport, summarize_ir
+from . import ov_backend
+
+
+class LoweredModel:
+    """A model lowered to OpenVINO: call it like the torch module; ``report`` says what runs."""
+
+    def __init__(self, module: Any, report: LoweringReport, name: str = "model") -> None:
+        self.module = module
+        self.report = report
+        self.name = name
+
+    @property
+    def lowering(self) -> str:
+        return self.report.lowering
+
+    @property
+    def backend(self) -> str | None:
+        return self.report.backend
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "INT8" if self.report.quantized else "FP32"
+        return f"<LoweredModel {self.name} {kind} lowering={self.lowering} backend={self.backend} irs={self.report.n_irs}>"
+
+
+class OpenVINORunner:
+    """Runs a CompiledModel with torch tensors in and the torch model's output structure out."""
+
+    def __init__(self, compiled: Any, out_spec: Any) -> None:
+        self.compiled = compiled
+        self.out_spec = out_spec
+        self._request = compiled.create_infer_request()
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        from torch.utils._pytree import tree_unflatten
+
+        inputs = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a for a in args]
+        results = self._request.infer(inputs)
+        outputs = [torch.from_numpy(results[o]) for o in self.compiled.outputs]
+        return tree_unflatten(outputs, self.out_spec)
+
+
+@contextlib.contextmanager
+def record_openvino_compiles() -> Iterator[list[tuple[Any, Any]]]:
+    """Record every (ov.Model, CompiledModel) OpenVINO's torchdynamo integration compiles meanwhile.
+
+    OpenVINO's torch.compile path (its own backend and ours alike) ends in
+    ``openvino.frontend.pytorch.torchdynamo.compile``'s ``Core().compile_model(om, ...)``; we swap that
+    module's ``Core`` for a recording subclass for the duration. Nothing else is changed.
+    """
+    import openvino as ov
+    from openvino.frontend.pytorch.torchdynamo import compile as ov_compile
+
+    records: list[tuple[Any, Any]] = []
+    original = ov_compile.Core
+
+    class RecordingCore(original):  # type: ignore[misc, valid-type]
+        def compile_model(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+            compiled = super().compile_model(model, *args, **kwargs)
+            if isinstance(model, ov.Model):
+                records.append((model, compiled))
+            return compiled
+
+    ov_compile.Core = RecordingCore
+    try:
+        yield records
+    finally:
+        ov_compile.Core = original
+
+
+def resolve_backend(config: QuantizeConfig) -> str:
+    """The torch.compile backend name the config asks for on the installed torch."""
+    import openvino.torch  # noqa: F401  (registers the "openvino" backend)
+
+    if config.compile_backend == "openvino":
+        return "openvino"
+    if config.compile_backend == "ovquant_openvino" or compat.needs_own_compile_backend():
+        return ov_backend.register()
+    return "openvino"
+
+
+def _count_tensor_inputs(args: tuple[Any, ...]) -> int:
+    return sum(1 for a in args if isinstance(a, torch.Tensor))
+
+
+def _ov_config(config: QuantizeConfig, quantized: bool) -> dict[str, str]:
+    if not quantized and config.fp32_inference_precision:
+        return {"INFERENCE_PRECISION_HINT": config.fp32_inference_precision}
+    return {}
+
+
+def lower_torch_compile(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    config: QuantizeConfig,
+    *,
+    quantized: bool,
+    name: str = "model",
+) -> LoweredModel:
+    backend = resolve_backend(config)
+    options = config.effective_compile_options()
+    ov_config = _ov_config(config, quantized)
+    if ov_config:
+        options["config"] = {**options.get("config", {}), **ov_config}
+    # A private copy: dynamo caches compiled code per module, and the same quantized model may be
+    # lowered with several backends in one session.
+    compiled_module = torch.compile(copy.deepcopy(model), backend=backend, options=options or None)
+    start = time.perf_counter()
+    with record_openvino_compiles() as records, torch.no_grad():
+        try:
+            compiled_module(*example_inputs)  # torch.compile compiles on the first call
+        except Exception as error:
+            raise LoweringError(
+                f"torch.compile(backend={backend!r}, options={options}) failed on {name}: "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}; "
+                "try lowering='export'"
+            ) from error
+    seconds = time.perf_counter() - start
+    report = LoweringReport(
+        lowering="torch.compile",
+        backend=backend,
+        quantized=quantized,
+        model_inputs=_count_tensor_inputs(example_inputs),
+        irs=[summarize_ir(model_ir, compiled) for model_ir, compiled in records],
+        min_int8_fraction=config.min_int8_fraction,
+        compile_seconds=seconds,
+    )
+    return LoweredModel(compiled_module, report, name)
+
+
+def lower_export(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    config: QuantizeConfig,
+    *,
+    quantized: bool,
+    name: str = "model",
+) -> LoweredModel:
+    import openvino as ov
+    from torch.utils._pytree import tree_flatten
+
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            _, out_spec = tree_flatten(model(*example_inputs))
+            program = torch.export.export(model, example_inputs)
+            ov_model = ov.convert_model(program)
+            compiled = ov.Core().compile_model(ov_model, "CPU", _ov_config(config, quantized))
+    except Exception as error:
+        raise LoweringError(
+            f"lowering {name} with ov.convert_model(torch.export.export(...)) failed: "
+            f"{type(error).__name__}: {str(error).strip()[:2000]}"
+        ) from error
+    report = LoweringReport(
+        lowering="export",
+        backend=None,
+        quantized=quantized,
+        model_inputs=_count_tensor_inputs(example_inputs),
+        irs=[summarize_ir(ov_model, compiled)],
+        min_int8_fraction=config.min_int8_fraction,
+        compile_seconds=time.perf_counter() - start,
+    )
+    return LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
+
+
+def lower(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    config: QuantizeConfig,
+    *,
+    quantized: bool,
+    name: str = "model",
+) -> LoweredModel:
+    """Lower ``model`` the way ``config.lowering`` says; the report is filled, not checked."""
+    if config.lowering == "export":
+        return lower_export(model, example_inputs, config, quantized=quantized, name=name)
+    return lower_torch_compile(model, example_inputs, config, quantized=quantized, name=name)
+
+
+__all__ = ["LoweredModel", "OpenVINORunner", "lower", "lower_export", "lower_torch_compile", "IRSummary"]

@@ -1,0 +1,202 @@
+"""pytest entry point (``pytest11: ovquant``): options, markers, fixtures and hooks; nothing else.
+
+The flow lives in ``flow/``, the lowering check in ``verify``, builds-once in ``artifacts``,
+terminal output in ``report`` / ``progress``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from . import markers, options, report
+from .artifacts import ArtifactStore, ModelArtifacts
+from .config import QuantizeConfig, make_config
+from .errors import ConfigError
+from .flow.lower import LoweredModel
+from .progress import ProgressPrinter
+from .verify import LoweringReport
+
+
+class OVQuantWarning(UserWarning):
+    """Something works but probably not the way the user meant (e.g. calibrating on one input)."""
+
+
+@dataclass
+class SessionState:
+    """Plugin state for one pytest run (kept in ``config.stash``)."""
+
+    store: ArtifactStore
+    option_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+SESSION_KEY = pytest.StashKey[SessionState]()
+# Lowered models a test was served, with the verify flag of that test's config.
+SERVED_KEY = pytest.StashKey[list[tuple[LoweredModel, bool]]]()
+
+
+# -- hooks -----------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    markers.register(config)
+    store = ArtifactStore(listener=ProgressPrinter(config))
+    state = SessionState(store=store)
+    try:
+        state.option_layers = options.config_layers(config)
+        make_config(*state.option_layers)  # fail fast on a bad --ovq-* / ini value
+    except ConfigError as error:
+        raise pytest.UsageError(f"pytest-ovquant: {error}") from None
+    config.stash[SESSION_KEY] = state
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return report.header_line()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Fail a test served a lowered module that does not run the way it claims (before its body)."""
+    for lowered, verify in item.stash.get(SERVED_KEY, []):
+        r = lowered.report
+        item.user_properties.extend(
+            [
+                (f"ovq_{'int8' if r.quantized else 'fp32'}_lowering", f"{r.lowering}/{r.backend or 'openvino.Core'}"),
+                (f"ovq_{'int8' if r.quantized else 'fp32'}_irs", r.n_irs),
+            ]
+        )
+        if r.quantized:
+            item.user_properties.append(("ovq_int8_layers", f"{r.int8_layers}/{r.quantized_layers}"))
+        if verify and not r.ok:
+            pytest.fail(
+                f"pytest-ovquant: {lowered.name} does not run as claimed\n{r.describe()}\n"
+                "(opt out for this test with @pytest.mark.ovq_quantize(verify=False), or --ovq-no-verify)",
+                pytrace=False,
+            )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    lowered = state.store.lowered_models()
+    if not lowered:
+        return
+    terminalreporter.section("ovquant lowering")
+    for line in report.lowering_table(lowered):
+        terminalreporter.write_line(line)
+    if config.getoption("ovq_show_lowering"):
+        for model in lowered:
+            terminalreporter.write_line("")
+            terminalreporter.write_line(f"{model.name}:")
+            terminalreporter.write_line(model.report.describe())
+
+
+# -- user-provided fixtures (defaults explain what to define) ---------------------------------
+@pytest.fixture
+def ovq_model() -> torch.nn.Module:
+    """The FP32 model under test. Override in conftest.py (any scope; may be parametrized)."""
+    pytest.fail(
+        "pytest-ovquant: define an `ovq_model` fixture (in conftest.py) returning the FP32 torch.nn.Module",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def ovq_example_inputs() -> tuple[Any, ...]:
+    """Example inputs for export and compilation: a tuple of tensors. Override in conftest.py."""
+    pytest.fail(
+        "pytest-ovquant: define an `ovq_example_inputs` fixture (in conftest.py) returning a tuple of "
+        "tensors, e.g. (torch.randn(1, 3, 224, 224),)",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def ovq_calibration_dataset(ovq_example_inputs: tuple[Any, ...]) -> Any:
+    """Calibration data: an ``nncf.Dataset`` or an iterable of model inputs. Default: the example inputs."""
+    warnings.warn(
+        "pytest-ovquant: no `ovq_calibration_dataset` fixture; calibrating on the example inputs only. "
+        "Define one returning representative inputs for meaningful quantization ranges.",
+        OVQuantWarning,
+        stacklevel=2,
+    )
+    return [ovq_example_inputs]
+
+
+@pytest.fixture
+def ovq_model_name(request: pytest.FixtureRequest, ovq_model: torch.nn.Module) -> str:
+    """Name used in reports: the ``ovq_model`` parameter when it is a string, else the class name."""
+    callspec = getattr(request.node, "callspec", None)
+    param = callspec.params.get("ovq_model") if callspec is not None else None
+    return param if isinstance(param, str) else type(ovq_model).__name__
+
+
+# -- plugin fixtures -------------------------------------------------------------------------
+@pytest.fixture
+def ovq_config(request: pytest.FixtureRequest) -> QuantizeConfig:
+    """This test's config: defaults < ini < --ovq-* < @pytest.mark.ovq_quantize(...)."""
+    state = request.config.stash[SESSION_KEY]
+    try:
+        return make_config(*state.option_layers, *markers.quantize_marker_layers(request.node))
+    except ConfigError as error:
+        pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
+
+
+@pytest.fixture
+def ovq_artifacts(
+    request: pytest.FixtureRequest, ovq_model: torch.nn.Module, ovq_example_inputs: tuple[Any, ...], ovq_model_name: str
+) -> ModelArtifacts:
+    """Build-once access to this model's exported / quantized / lowered artifacts."""
+    return ModelArtifacts(
+        request.config.stash[SESSION_KEY].store,
+        ovq_model,
+        ovq_example_inputs,
+        ovq_model_name,
+        calibration=lambda: request.getfixturevalue("ovq_calibration_dataset"),
+    )
+
+
+@pytest.fixture
+def ovq_exported_model(ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig) -> torch.fx.GraphModule:
+    """``torch.export.export(ovq_model, ovq_example_inputs).module()``."""
+    return ovq_artifacts.exported(ovq_config)
+
+
+@pytest.fixture
+def ovq_quantized_model(ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig) -> torch.fx.GraphModule:
+    """The exported model quantized with OpenVINOQuantizer (quantize/dequantize pairs, not folded)."""
+    return ovq_artifacts.quantized(ovq_config)
+
+
+def _serve(request: pytest.FixtureRequest, lowered: LoweredModel, config: QuantizeConfig) -> LoweredModel:
+    request.node.stash.setdefault(SERVED_KEY, []).append((lowered, config.verify))
+    return lowered
+
+
+@pytest.fixture
+def ovq_compiled_model(
+    request: pytest.FixtureRequest, ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig
+) -> LoweredModel:
+    """The INT8 model lowered to OpenVINO; the test fails if it does not really run int8."""
+    return _serve(request, ovq_artifacts.lowered(ovq_config, quantized=True), ovq_config)
+
+
+@pytest.fixture
+def ovq_compiled_fp32_model(
+    request: pytest.FixtureRequest, ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig
+) -> LoweredModel:
+    """The FP32 model lowered the same way (the speed baseline); fails on a fallback to inductor."""
+    return _serve(request, ovq_artifacts.lowered(ovq_config, quantized=False), ovq_config)
+
+
+@pytest.fixture
+def ovq_lowering_report(ovq_compiled_model: LoweredModel) -> LoweringReport:
+    """What OpenVINO runs for ``ovq_compiled_model`` (IRs, FakeQuantize, runtime precisions)."""
+    return ovq_compiled_model.report
