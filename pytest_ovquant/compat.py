@@ -96,15 +96,23 @@ def find_nncf_quantize_pt2e() -> Callable[..., Any]:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """'2.14.1+cpu' -> (2, 14, 1). Non-numeric tails are dropped."""
+    """'2.14.1+cu130' -> (2, 14, 1); '2.10.0rc1' -> (2, 10, 0); '3.1.0.dev0' -> (3, 1, 0).
+
+    Only the leading numeric release segments count; a pre/dev/local tail ends the version.
+    """
     parts: list[int] = []
     for piece in text.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-        if not piece.isdigit():
-            break
+        if piece.isdigit():
+            parts.append(int(piece))
+            continue
+        leading = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            leading += ch
+        if leading:
+            parts.append(int(leading))
+        break
     return tuple(parts)
 
 

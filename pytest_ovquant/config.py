@@ -195,6 +195,15 @@ def _str_tuple(source: str, key: str, value: Any) -> tuple[str, ...]:
     raise ConfigError(f"{source}: {key}={value!r} must be a string or a list of strings")
 
 
+def _as_list(value: Any) -> Any:
+    """A single name stays one name; other iterables become lists; anything else is left to fail."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return value
+
+
 def parse_ignored_scope(source: str, value: Any) -> IgnoredScopeSpec:
     """Accept ``nncf.IgnoredScope``, a dict with names/types/patterns/subgraphs, or None."""
     if value is None:
@@ -233,7 +242,10 @@ def parse_ignored_scope(source: str, value: Any) -> IgnoredScopeSpec:
                 "{'inputs': [...], 'outputs': [...]}"
             )
         subgraphs.append(
-            (_str_tuple(source, "subgraph inputs", list(inputs)), _str_tuple(source, "subgraph outputs", list(outputs)))
+            (
+                _str_tuple(source, "ignored_scope subgraph inputs", _as_list(inputs)),
+                _str_tuple(source, "ignored_scope subgraph outputs", _as_list(outputs)),
+            )
         )
     return IgnoredScopeSpec(
         names=_str_tuple(source, "ignored_scope.names", value.get("names", ()) or ()),

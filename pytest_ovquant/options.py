@@ -64,7 +64,8 @@ def addoption(parser: pytest.Parser) -> None:
             group.addoption(option.flag, dest=option.dest, default=None, help=option.help)
         else:
             group.addoption(option.flag, dest=option.dest, action="store_true", default=None, help=option.help)
-        parser.addini(option.ini, help=option.help, type="string", default="")
+        ini_help = option.help if option.kind == "value" else f"true/false: {option.key}"
+        parser.addini(option.ini, help=ini_help, type="string", default="")
     group.addoption(
         "--ovq-show-lowering",
         action="store_true",

@@ -141,7 +141,9 @@ def lower_torch_compile(
             raise LoweringError(
                 f"torch.compile(backend={backend!r}, options={options}) failed on {name}: "
                 f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}; "
-                "try lowering='export'"
+                "use compile_backend='auto' with the default compile_options "
+                "(OpenVINO's backend without options={'aot_autograd': True} crashes in dynamo guard building "
+                "on torch >= 2.13), or lowering='export'"
             ) from error
     seconds = time.perf_counter() - start
     report = LoweringReport(

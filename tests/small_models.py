@@ -1,0 +1,54 @@
+"""Small real models for the plugin's own tests (seconds to export, quantize and compile)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class SmallCNN(torch.nn.Module):
+    """conv-relu-conv-relu-pool-linear: the smallest model with the tutorial's layer kinds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3)
+        self.conv2 = torch.nn.Conv2d(16, 32, 3)
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+        return self.fc(torch.flatten(x, 1))
+
+
+class SmallMLP(torch.nn.Module):
+    """linear-gelu-linear: a transformer-style block for preset=mixed / model_type=transformer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(32, 64)
+        self.down = torch.nn.Linear(64, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+class DataDependentBranch(torch.nn.Module):
+    """torch.export cannot trace a Python branch on tensor values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x + 1
+        return x - 1
+
+
+def seeded(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    return model.eval()
+
+
+def image_batches(count: int, seed: int = 1, size: int = 32) -> list[tuple[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(1, 3, size, size, generator=generator),) for _ in range(count)]
