@@ -25,17 +25,21 @@ $(LEGACY_VENV)/.ovq-installed: constraints/legacy.in constraints/legacy.txt pypr
 	$(LEGACY_VENV)/bin/pip install --disable-pip-version-check -q -r constraints/legacy.in -c constraints/legacy.txt -e '.[test]'
 	touch $@
 
+# -p no:logging: torch's DEBUG trace records would otherwise flood every failure report.
 test: venv
-	$(CURRENT_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(CURRENT_VENV)/bin/python -m pytest tests -p no:logging $(PYTEST_ARGS)
 
 test-legacy: venv-legacy
-	$(LEGACY_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(LEGACY_VENV)/bin/python -m pytest tests -p no:logging $(PYTEST_ARGS)
+
+# The main job: the model-regression suite (tests/models, models from the root conftest.py).
+DEMO_ARGS := tests/models -v -p no:logging --ovq-show-lowering
 
 demo: venv
-	$(CURRENT_VENV)/bin/python -m pytest demo -p no:cacheprovider -v -rA --ovq-report $(PYTEST_ARGS)
+	$(CURRENT_VENV)/bin/python -m pytest $(DEMO_ARGS) $(PYTEST_ARGS)
 
 demo-legacy: venv-legacy
-	$(LEGACY_VENV)/bin/python -m pytest demo -p no:cacheprovider -v -rA --ovq-report $(PYTEST_ARGS)
+	$(LEGACY_VENV)/bin/python -m pytest $(DEMO_ARGS) $(PYTEST_ARGS)
 
 bench: venv
 	$(CURRENT_VENV)/bin/python bench/speedup.py

@@ -1,0 +1,45 @@
+"""Model suite: every zoo model quantized with OpenVINOQuantizer runs int8 through both lowerings.
+
+The lowering check fails a test whose INT8 module does not run int8 before its body runs; the
+bodies check what the check cannot: that the INT8 output still means the same as FP32.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# Random weights make a harder case than trained ones (no dominant class), so the bound is loose;
+# a broken quantization gives cosine ~0.
+MIN_COSINE_TO_FP32 = 0.9
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def test_int8_torch_compile_lowering(ovq_compiled_model, ovq_model, ovq_example_inputs):
+    report = ovq_compiled_model.report
+    assert report.lowering == "torch.compile"
+    assert report.n_irs == 1, report.describe()
+    assert report.weight_inputs == 0
+    # every layer the quantizer quantized runs int8 (some, e.g. SE blocks, it leaves in float)
+    assert report.int8_layers >= report.quantized_layers > 0, report.describe()
+    with torch.no_grad():
+        assert _cosine(ovq_compiled_model(*ovq_example_inputs), ovq_model(*ovq_example_inputs)) > MIN_COSINE_TO_FP32
+
+
+@pytest.mark.ovq_quantize(lowering="export")
+def test_int8_export_lowering(ovq_compiled_model, ovq_model, ovq_example_inputs):
+    report = ovq_compiled_model.report
+    assert report.lowering == "export" and report.n_irs == 1
+    assert report.int8_layers >= report.quantized_layers > 0, report.describe()
+    with torch.no_grad():
+        assert _cosine(ovq_compiled_model(*ovq_example_inputs), ovq_model(*ovq_example_inputs)) > MIN_COSINE_TO_FP32
+
+
+def test_fp32_baseline_runs_in_openvino(ovq_compiled_fp32_model, ovq_model, ovq_example_inputs):
+    report = ovq_compiled_fp32_model.report
+    assert report.n_irs == 1 and report.fake_quantize == 0
+    with torch.no_grad():
+        assert _cosine(ovq_compiled_fp32_model(*ovq_example_inputs), ovq_model(*ovq_example_inputs)) > 0.99

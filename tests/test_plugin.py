@@ -1,0 +1,256 @@
+"""The plugin as a user meets it: a conftest and a test file written by pytester, run in a subprocess.
+
+Each run is a real pytest process (with real xdist workers where asked) importing torch, nncf and
+OpenVINO, so the tests here are few and each checks several things.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from pytest_ovquant import compat
+
+USER_CONFTEST = textwrap.dedent(
+    '''
+    import pytest
+    import torch
+
+
+    class TinyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 8, 3)
+            self.conv2 = torch.nn.Conv2d(8, 16, 3)
+            self.fc = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.conv1(x))
+            x = torch.relu(self.conv2(x))
+            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+    class TinyMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(3 * 16 * 16, 32)
+            self.fc2 = torch.nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+    MODELS = {"tiny_cnn": TinyCNN, "tiny_mlp": TinyMLP}
+
+
+    @pytest.fixture(scope="session", params=MODEL_PARAMS)
+    def ovq_model(request):
+        torch.manual_seed(0)
+        return MODELS[request.param]().eval()
+
+
+    @pytest.fixture(scope="session")
+    def ovq_example_inputs():
+        return (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)),)
+
+
+    @pytest.fixture(scope="session")
+    def ovq_calibration_dataset():
+        g = torch.Generator().manual_seed(2)
+        return [(torch.randn(1, 3, 16, 16, generator=g),) for _ in range(8)]
+    '''
+)
+
+
+def write_project(pytester: pytest.Pytester, tests: str, models: tuple[str, ...] = ("tiny_cnn",), ini: str = "") -> None:
+    pytester.makeconftest(USER_CONFTEST.replace("MODEL_PARAMS", repr(list(models))))
+    pytester.makepyfile(test_user=textwrap.dedent(tests))
+    if ini:
+        pytester.makeini(textwrap.dedent(ini))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # A subprocess, as a user's run would be: dynamo/OpenVINO global state stays out of this process.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=600)
+
+
+# The break the installed stack has, provoked on purpose through the marker.
+if compat.needs_own_compile_backend():
+    BROKEN_MARK = 'compile_backend="openvino"'
+    BROKEN_CAUSE = "weights are runtime inputs"
+else:
+    BROKEN_MARK = 'compile_backend="openvino", compile_options={}'
+    BROKEN_CAUSE = "no OpenVINO IR was built"
+
+
+def test_a_test_that_names_only_the_compiled_model_gets_real_int8_and_a_broken_lowering_fails(pytester):
+    write_project(
+        pytester,
+        f"""
+        import pytest
+        import torch
+
+        def test_int8(ovq_compiled_model, ovq_quantized_model, ovq_example_inputs):
+            report = ovq_compiled_model.report
+            assert report.int8_layers == report.quantized_layers == 3
+            out = ovq_compiled_model(*ovq_example_inputs)
+            ref = ovq_quantized_model(*ovq_example_inputs)
+            assert torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.99
+
+        @pytest.mark.ovq_quantize({BROKEN_MARK})
+        def test_broken_lowering(ovq_compiled_model):
+            pass
+
+        @pytest.mark.ovq_quantize({BROKEN_MARK}, verify=False)
+        def test_broken_lowering_opted_out(ovq_lowering_report):
+            assert not ovq_lowering_report.ok
+        """,
+    )
+    result = run(pytester, "-v", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_int8*PASSED*",
+            "*::test_broken_lowering?tiny_cnn? FAILED*",
+            "*test_broken_lowering_opted_out*PASSED*",
+        ]
+    )
+    output = result.stdout.str()
+    assert "does not run as claimed" in output
+    assert "0 of 3 quantized layers run in int8" in output or "no OpenVINO IR was built" in output
+    assert BROKEN_CAUSE in output
+    assert "lowering='export'" in output  # the way out is named
+    # the header names the stack and where things were found
+    assert "ovquant: torch " in output and "OpenVINOQuantizer from " in output
+    # the end-of-run lowering table has one ok row and one PROBLEM row for the two INT8 lowerings
+    section = output[output.index("ovquant lowering") :]
+    assert section.count(" ok") >= 1 and "PROBLEM" in section
+    # JUnit XML carries the lowering facts
+    tree = ET.parse(pytester.path / "junit.xml")
+    props = {
+        (case.get("name"), p.get("name")): p.get("value")
+        for case in tree.iter("testcase")
+        for p in case.iter("property")
+    }
+    assert props[("test_int8[tiny_cnn]", "ovq_int8_layers")] == "3/3"
+
+
+def test_each_model_and_config_is_built_once_and_shared(pytester):
+    write_project(
+        pytester,
+        """
+        import pytest
+
+        def test_a(ovq_compiled_model):
+            assert ovq_compiled_model.report.ok
+
+        def test_b(ovq_compiled_model, ovq_quantized_model):
+            assert ovq_compiled_model.report.ok
+
+        @pytest.mark.ovq_quantize(lowering="export")
+        def test_export_lowering_reuses_the_quantized_model(ovq_compiled_model):
+            assert ovq_compiled_model.lowering == "export"
+
+        @pytest.mark.ovq_quantize(preset="mixed")
+        def test_other_preset_is_a_new_build(ovq_compiled_model):
+            assert ovq_compiled_model.report.ok
+        """,
+        models=("tiny_cnn", "tiny_mlp"),
+    )
+    result = run(pytester, "-v", "-W", "error::UserWarning")
+    result.assert_outcomes(passed=8)
+    lines = [line for line in result.stdout.lines if line.startswith("[ovquant]")]
+    for model in ("tiny_cnn", "tiny_mlp"):
+        mine = [line for line in lines if line.startswith(f"[ovquant] {model}:")]
+        assert sum(": export " in line for line in mine) == 1, mine
+        assert sum(": quantize " in line for line in mine) == 2, mine  # default preset + mixed
+        assert sum(": lower INT8 " in line for line in mine) == 3, mine  # compile, export, mixed
+
+
+def test_options_ini_and_marker_precedence_and_bad_values(pytester):
+    write_project(
+        pytester,
+        """
+        import pytest
+
+        def test_from_ini_and_cli(ovq_config):
+            assert ovq_config.lowering == "export"          # ini
+            assert ovq_config.preset == "mixed"             # command line over ini's performance
+            assert ovq_config.target_device == "CPU"        # ini
+
+        @pytest.mark.ovq_quantize(preset="performance")
+        def test_marker_wins(ovq_config):
+            assert ovq_config.preset == "performance"
+
+        @pytest.mark.ovq_quantize(presett="mixed")
+        def test_unknown_marker_argument(ovq_config):
+            pass
+
+        @pytest.mark.ovq_quantize(subset_size="lots")
+        def test_wrong_type(ovq_config):
+            pass
+        """,
+        ini="""
+        [pytest]
+        ovq_lowering = export
+        ovq_preset = performance
+        ovq_target_device = cpu
+        """,
+    )
+    result = run(pytester, "--strict-markers", "--ovq-preset=mixed")
+    result.assert_outcomes(passed=2, errors=2)
+    output = result.stdout.str()
+    assert "not found in `markers` configuration option" not in output  # --strict-markers is clean
+    assert "@pytest.mark.ovq_quantize on test_user.py::test_unknown_marker_argument" in output
+    assert "unknown argument 'presett'" in output
+    assert "subset_size='lots' must be a positive integer" in output
+
+    bad_option = run(pytester, "--ovq-lowering=inductor")
+    assert bad_option.ret == pytest.ExitCode.USAGE_ERROR
+    bad_option.stderr.fnmatch_lines(["*command line (--ovq-*): lowering='inductor' is not valid*torch.compile, export*"])
+
+
+def test_missing_user_fixtures_and_default_calibration_say_what_to_define(pytester):
+    pytester.makepyfile(
+        test_user="""
+        def test_no_model(ovq_compiled_model):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*define an `ovq_model` fixture*"])
+
+    write_project(
+        pytester,
+        """
+        def test_calibrates_on_example(ovq_quantized_model):
+            pass
+        """,
+    )
+    pytester.makeconftest(USER_CONFTEST.replace("MODEL_PARAMS", "['tiny_cnn']").split("@pytest.fixture(scope=\"session\")\ndef ovq_calibration_dataset")[0])
+    result = run(pytester)
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*no `ovq_calibration_dataset` fixture; calibrating on the example inputs only*"])
+
+
+def test_xdist_workers_run_the_flow(pytester):
+    write_project(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.parametrize("lowering", ["torch.compile", "export"])
+        def test_int8(request, lowering, ovq_artifacts, ovq_config):
+            import dataclasses
+            config = dataclasses.replace(ovq_config, lowering=lowering)
+            lowered = ovq_artifacts.lowered(config, quantized=True)
+            assert lowered.report.ok, lowered.report.describe()
+        """,
+        models=("tiny_cnn", "tiny_mlp"),
+    )
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=4)
+    assert "2 workers" in result.stdout.str()
