@@ -107,8 +107,24 @@ def resolve_backend(config: QuantizeConfig) -> str:
     return "openvino"
 
 
-def _count_tensor_inputs(args: tuple[Any, ...]) -> int:
-    return sum(1 for a in args if isinstance(a, torch.Tensor))
+def _report(
+    lowering: str,
+    backend: str | None,
+    records: list[tuple[Any, Any]],
+    example_inputs: tuple[Any, ...],
+    config: QuantizeConfig,
+    quantized: bool,
+    seconds: float,
+) -> LoweringReport:
+    return LoweringReport(
+        lowering=lowering,
+        backend=backend,
+        quantized=quantized,
+        model_inputs=sum(1 for a in example_inputs if isinstance(a, torch.Tensor)),
+        irs=[summarize_ir(model_ir, compiled) for model_ir, compiled in records],
+        min_int8_fraction=config.min_int8_fraction,
+        compile_seconds=seconds,
+    )
 
 
 def _ov_config(config: QuantizeConfig, quantized: bool) -> dict[str, str]:
@@ -146,15 +162,7 @@ def lower_torch_compile(
                 "on torch >= 2.13), or lowering='export'"
             ) from error
     seconds = time.perf_counter() - start
-    report = LoweringReport(
-        lowering="torch.compile",
-        backend=backend,
-        quantized=quantized,
-        model_inputs=_count_tensor_inputs(example_inputs),
-        irs=[summarize_ir(model_ir, compiled) for model_ir, compiled in records],
-        min_int8_fraction=config.min_int8_fraction,
-        compile_seconds=seconds,
-    )
+    report = _report("torch.compile", backend, records, example_inputs, config, quantized, seconds)
     return LoweredModel(compiled_module, report, name)
 
 
@@ -181,15 +189,8 @@ def lower_export(
             f"lowering {name} with ov.convert_model(torch.export.export(...)) failed: "
             f"{type(error).__name__}: {str(error).strip()[:2000]}"
         ) from error
-    report = LoweringReport(
-        lowering="export",
-        backend=None,
-        quantized=quantized,
-        model_inputs=_count_tensor_inputs(example_inputs),
-        irs=[summarize_ir(ov_model, compiled)],
-        min_int8_fraction=config.min_int8_fraction,
-        compile_seconds=time.perf_counter() - start,
-    )
+    seconds = time.perf_counter() - start
+    report = _report("export", None, [(ov_model, compiled)], example_inputs, config, quantized, seconds)
     return LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
 
 
