@@ -108,7 +108,7 @@ def agreement(reference: torch.Tensor, output: Any) -> str:
     out = output[0] if isinstance(output, (tuple, list)) else output
     a, b = reference.flatten().double(), out.detach().flatten().double()
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
-    return f"cos={cosine:.5f} max|diff|={(a - b).abs().max().item():.4f}"
+    return f"cos={cosine:.5f} max|diff|={(a - b).abs().max().item():.3g}"
 
 
 def prepare(args: argparse.Namespace) -> tuple[list[Variant], dict[str, Any]]:
