@@ -16,6 +16,14 @@ MARKERS: dict[str, str] = {
         f"{QUANTIZE_MARKER}(**config): how pytest-ovquant quantizes and lowers this test's model "
         f"(keys: {', '.join(CONFIG_KEYS)})"
     ),
+    "ovq_accuracy": (
+        "ovq_accuracy(metric='top1', max_drop=None, max_relative_drop=None, min_value=None, tolerance=0.001): "
+        "gate the INT8 metric against FP32 and against the stored reference (reference_metrics/)"
+    ),
+    "ovq_speedup": (
+        "ovq_speedup(min=1.5, baseline='eager'|'ov_fp32', tolerance=0.1, rounds=30, warmup=3): "
+        "gate the INT8 speedup over the baseline and against the reference taken on this machine"
+    ),
 }
 
 

@@ -67,6 +67,32 @@ def addoption(parser: pytest.Parser) -> None:
         ini_help = option.help if option.kind == "value" else f"true/false: {option.key}"
         parser.addini(option.ini, help=ini_help, type="string", default="")
     group.addoption(
+        "--ovq-update-refs",
+        action="store_true",
+        default=False,
+        help="rewrite the references of gates that failed or had none (those tests still fail this run)",
+    )
+    group.addoption(
+        "--ovq-regen-all",
+        action="store_true",
+        default=False,
+        help="rewrite every gated test's reference; reference comparisons pass (code thresholds still apply)",
+    )
+    group.addoption(
+        "--ovq-strict",
+        action="store_true",
+        default=False,
+        help="an improvement beyond the tolerance fails too (record it with --ovq-update-refs)",
+    )
+    group.addoption("--ovq-results", metavar="PATH", default=None, help="write the gate results as JSON to PATH")
+    group.addoption(
+        "--ovq-reference-dir",
+        metavar="DIR",
+        default=None,
+        help="where reference files live (default: <rootdir>/reference_metrics; ini: ovq_reference_dir)",
+    )
+    parser.addini("ovq_reference_dir", help="where reference files live (relative to rootdir)", default="")
+    group.addoption(
         "--ovq-show-lowering",
         action="store_true",
         default=False,

@@ -6,19 +6,24 @@ terminal output in ``report`` / ``progress``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from . import markers, options, report
+from . import compat, markers, options, report, results
 from .artifacts import ArtifactStore, ModelArtifacts
 from .config import QuantizeConfig, make_config
 from .errors import ConfigError
 from .flow.lower import LoweredModel
-from .progress import ProgressPrinter
+from .gate_runner import GateOutcome, GatePlan, UpdateMode, plan_for, run_gates
+from .measure import machine
+from .progress import ProgressPrinter, SampleProgress
+from .references import ReferenceStore
 from .verify import LoweringReport
 
 
@@ -31,12 +36,39 @@ class SessionState:
     """Plugin state for one pytest run (kept in ``config.stash``)."""
 
     store: ArtifactStore
+    references: ReferenceStore
+    mode: UpdateMode
     option_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    outcomes: list[GateOutcome] = field(default_factory=list)
+    written_references: list[Path] = field(default_factory=list)
+    _machine: tuple[str, dict[str, Any]] | None = None
+
+    def machine(self) -> tuple[str, dict[str, Any]]:
+        """(fingerprint id, details), computed once: speed references are only compared on the same one."""
+        if self._machine is None:
+            details = machine.machine_info()
+            self._machine = (machine.fingerprint(details), details)
+        return self._machine
+
+
+@dataclass
+class GateContext:
+    """What a gated test's gates need, resolved at setup (so build errors are setup errors)."""
+
+    plan: GatePlan
+    config: QuantizeConfig
+    model_name: str
+    fp32_model: Any
+    int8_model: LoweredModel
+    example_inputs: tuple[Any, ...]
+    eval_dataset: Any = None
+    baseline_model: Any = None
 
 
 SESSION_KEY = pytest.StashKey[SessionState]()
 # Lowered models a test was served, with the verify flag of that test's config.
 SERVED_KEY = pytest.StashKey[list[tuple[LoweredModel, bool]]]()
+GATE_KEY = pytest.StashKey[GateContext]()
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -47,7 +79,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
     store = ArtifactStore(listener=ProgressPrinter(config))
-    state = SessionState(store=store)
+    mode = UpdateMode(
+        update_refs=config.getoption("ovq_update_refs"),
+        regen_all=config.getoption("ovq_regen_all"),
+        strict=config.getoption("ovq_strict"),
+    )
+    reference_dir = config.getoption("ovq_reference_dir") or config.getini("ovq_reference_dir") or "reference_metrics"
+    references = ReferenceStore(Path(config.rootpath, reference_dir), compat.stack_versions())
+    state = SessionState(store=store, references=references, mode=mode)
     try:
         state.option_layers = options.config_layers(config)
         make_config(*state.option_layers)  # fail fast on a bad --ovq-* / ini value
@@ -57,11 +96,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return report.header_line()
+    machine_id, details = config.stash[SESSION_KEY].machine()
+    return report.header_line() + f"\novquant machine {machine_id}: {report.machine_line(details)}"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
+def _check_lowerings(item: pytest.Item) -> None:
     """Fail a test served a lowered module that does not run the way it claims (before its body)."""
     for lowered, verify in item.stash.get(SERVED_KEY, []):
         r = lowered.report
@@ -81,10 +120,68 @@ def pytest_runtest_call(item: pytest.Item) -> None:
             )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Check the lowerings before the test body, run the gates after it (a gated test needs no body)."""
+    _check_lowerings(item)
+    outcome = yield
+    _run_gates(item)
+    return outcome
+
+
+def _run_gates(item: pytest.Item) -> None:
+    context = item.stash.get(GATE_KEY, None)
+    if context is None:
+        return
+    state = item.config.stash[SESSION_KEY]
+    machine_id, details = state.machine()
+    gated = run_gates(
+        context.plan,
+        node_id=item.nodeid,
+        model_name=context.model_name,
+        config=context.config,
+        fp32_model=context.fp32_model,
+        int8_model=context.int8_model,
+        eval_dataset=context.eval_dataset,
+        example_inputs=context.example_inputs,
+        baseline_model=context.baseline_model,
+        store=state.references,
+        machine=machine_id,
+        machine_details=details,
+        mode=state.mode,
+        progress=SampleProgress(item.config, f"evaluating {context.model_name}", context.eval_dataset),
+    )
+    state.outcomes.append(gated)
+    item.user_properties.extend(results.junit_properties(gated))
+    if gated.verdict == "xfailed":
+        pytest.xfail(f"{gated.xfail_reason} (recorded in {gated.reference_file})")
+    if gated.verdict == "failed":
+        pytest.fail(report.gate_failure_message(gated), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    state.written_references = state.references.write_pending()
+    path = session.config.getoption("ovq_results")
+    if path:
+        results.write_results(Path(path), results.results_payload(state.outcomes, state.machine(), state.store))
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file and state.outcomes:
+        results.append_markdown(Path(summary_file), report.markdown_summary(state.outcomes, report.header_line()))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
     if state is None:
         return
+    if state.outcomes:
+        terminalreporter.section("ovquant gates")
+        for line in report.summary_table(state.outcomes):
+            terminalreporter.write_line(line)
+        for path in state.written_references:
+            terminalreporter.write_line(f"reference written: {path}")
     lowered = state.store.lowered_models()
     if not lowered:
         return
@@ -136,6 +233,16 @@ def ovq_model_name(request: pytest.FixtureRequest, ovq_model: torch.nn.Module) -
     callspec = getattr(request.node, "callspec", None)
     param = callspec.params.get("ovq_model") if callspec is not None else None
     return param if isinstance(param, str) else type(ovq_model).__name__
+
+
+@pytest.fixture
+def ovq_eval_dataset() -> Any:
+    """Evaluation data for ``ovq_accuracy`` gates: an iterable of ``(inputs, target)`` batches."""
+    pytest.fail(
+        "pytest-ovquant: @pytest.mark.ovq_accuracy needs an `ovq_eval_dataset` fixture (in conftest.py) "
+        "yielding (inputs, target) batches; target may be None for cosine/sqnr/max_abs_error",
+        pytrace=False,
+    )
 
 
 # -- plugin fixtures -------------------------------------------------------------------------
@@ -200,3 +307,30 @@ def ovq_compiled_fp32_model(
 def ovq_lowering_report(ovq_compiled_model: LoweredModel) -> LoweringReport:
     """What OpenVINO runs for ``ovq_compiled_model`` (IRs, FakeQuantize, runtime precisions)."""
     return ovq_compiled_model.report
+
+
+@pytest.fixture(autouse=True)
+def _ovq_gates(request: pytest.FixtureRequest) -> None:
+    """For a test with ovq_accuracy / ovq_speedup markers: build what its gates need, at setup."""
+    try:
+        plan = plan_for(request.node)
+    except ConfigError as error:
+        pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
+    if plan is None:
+        return
+    config: QuantizeConfig = request.getfixturevalue("ovq_config")
+    int8_model: LoweredModel = request.getfixturevalue("ovq_compiled_model")
+    fp32_model = request.getfixturevalue("ovq_model")
+    baseline = None
+    if plan.speedup is not None:
+        baseline = request.getfixturevalue("ovq_compiled_fp32_model") if plan.speedup.baseline == "ov_fp32" else fp32_model
+    request.node.stash[GATE_KEY] = GateContext(
+        plan=plan,
+        config=config,
+        model_name=request.getfixturevalue("ovq_model_name"),
+        fp32_model=fp32_model.eval(),
+        int8_model=int8_model,
+        example_inputs=request.getfixturevalue("ovq_example_inputs"),
+        eval_dataset=request.getfixturevalue("ovq_eval_dataset") if plan.accuracy else None,
+        baseline_model=baseline,
+    )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import compat
 from .flow.lower import LoweredModel
+
+if TYPE_CHECKING:
+    from .gate_runner import GateOutcome
+    from .gates import GateRow
 
 
 def header_line() -> str:
@@ -45,7 +49,125 @@ def lowering_table(models: Sequence[LoweredModel]) -> list[str]:
                 "ok" if r.ok else "PROBLEM",
             )
         )
+    return _table(rows)
+
+
+# -- gates ------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
+
+
+def gate_rows_table(rows: Sequence["GateRow"]) -> list[str]:
+    """obtained / reference / difference / allowed per metric (FP32 column: baseline ms for speed)."""
+    table = [("gate", "metric", "FP32", "INT8 (obtained)", "drop", "reference", "difference", "allowed", "status")]
+    for r in rows:
+        speed = r.gate == "speedup"
+        table.append(
+            (
+                r.gate,
+                r.name,
+                f"{_fmt(r.fp32, 2)} ms" if speed and r.fp32 is not None else _fmt(r.fp32),
+                f"{_fmt(r.int8, 3)}x" if speed else _fmt(r.int8),
+                _fmt(r.drop),
+                (f"{_fmt(r.reference, 3)}x" if speed else _fmt(r.reference)) if r.reference is not None else "-",
+                _fmt(r.difference),
+                r.allowed,
+                r.status,
+            )
+        )
+    return _table(table)
+
+
+def update_command(node_id: str) -> str:
+    return f"pytest '{node_id}' --ovq-update-refs"
+
+
+def gate_failure_message(outcome: "GateOutcome") -> str:
+    lines = [f"pytest-ovquant gates for {outcome.model} ({outcome.node_id}):"]
+    lines += gate_rows_table(outcome.rows)
+    for row in outcome.rows:
+        lines += [f"- {row.name}: {reason}" for reason in row.reasons]
+    missing = any(r.status == "no reference" for r in outcome.rows)
+    if outcome.updated:
+        lines.append(f"reference updated in {outcome.reference_file}: review the diff, then rerun")
+    elif missing:
+        lines.append(f"no reference for this test in {outcome.reference_file}; to record the values above:")
+        lines.append(f"    {update_command(outcome.node_id)}")
+    else:
+        lines.append(f"reference: {outcome.reference_file}" + (f" (+ {', '.join(outcome.applied_overrides)})" if outcome.applied_overrides else ""))
+        lines.append("if this change is intended, update the reference:")
+        lines.append(f"    {update_command(outcome.node_id)}")
+    lines += [f"note: {n}" for n in outcome.notes]
+    return "\n".join(lines)
+
+
+def summary_table(outcomes: Sequence["GateOutcome"]) -> list[str]:
+    """One row per gated test: metric FP32 / INT8 / drop, speedup, gate status."""
+    table = [("test", "metric", "FP32", "INT8", "drop", "speedup", "status")]
+    for outcome in outcomes:
+        accuracy = [r for r in outcome.rows if r.gate == "accuracy"]
+        speed = next((r for r in outcome.rows if r.gate == "speedup"), None)
+        speed_text = f"{speed.int8:.2f}x {speed.name.split()[-1]}" if speed else "-"
+        status = outcome.verdict + (" (ref updated)" if outcome.updated else "")
+        if not accuracy:
+            table.append((outcome.node_id, "-", "-", "-", "-", speed_text, status))
+        for index, row in enumerate(accuracy):
+            table.append(
+                (
+                    outcome.node_id if index == 0 else "",
+                    row.name,
+                    _fmt(row.fp32),
+                    _fmt(row.int8),
+                    _fmt(row.drop),
+                    speed_text if index == 0 else "",
+                    status if index == 0 else "",
+                )
+            )
+    return _table(table)
+
+
+def markdown_summary(outcomes: Sequence["GateOutcome"], header: str) -> str:
+    lines = ["### pytest-ovquant gates", "", header.replace("\n", "  \n"), ""]
+    table = summary_table(outcomes)
+    head, rows = table[0], table[2:]
+    columns = len([c for c in head.split("  ") if c.strip()])
+    lines.append("| test | metric | FP32 | INT8 | drop | speedup | status |")
+    lines.append("|" + "---|" * columns)
+    for outcome in outcomes:
+        accuracy = [r for r in outcome.rows if r.gate == "accuracy"] or [None]
+        speed = next((r for r in outcome.rows if r.gate == "speedup"), None)
+        for row in accuracy:
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"`{outcome.node_id}`",
+                        row.name if row else "-",
+                        _fmt(row.fp32) if row else "-",
+                        _fmt(row.int8) if row else "-",
+                        _fmt(row.drop) if row else "-",
+                        f"{speed.int8:.2f}x" if speed else "-",
+                        outcome.verdict,
+                    ]
+                )
+                + " |"
+            )
+    del rows
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(details: dict) -> str:
+    isa = ",".join(details.get("isa") or []) or "-"
+    return (
+        f"{details.get('cpu')}; ISA {isa}; {details.get('logical_cpus')} logical CPUs; "
+        f"torch threads {details.get('torch_threads')}; OpenVINO precision hint {details.get('precision_hint')}"
+    )

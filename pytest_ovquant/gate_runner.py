@@ -1,0 +1,218 @@
+"""Run a gated test's gates: evaluate, time, decide against the stored reference, stage updates.
+
+The plugin calls ``plan_for(item)`` at setup and ``run_gates(...)`` after the test body; the
+outcome says whether the test fails, xfails (a recorded known regression) or passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pytest
+
+from . import compat
+from .config import QuantizeConfig
+from .gates import (
+    ACCURACY_MARKER,
+    FAIL,
+    IMPROVED,
+    NEW,
+    SPEEDUP_MARKER,
+    AccuracyGate,
+    GateRow,
+    SpeedupGate,
+    decide_accuracy,
+    decide_speedup,
+    parse_accuracy,
+    parse_speedup,
+)
+from .measure.evaluation import Progress, evaluate
+from .measure.latency import measure_speedup
+from .references import MetricValues, ReferenceStore, SpeedupValues, TestReference, split_node_id
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    accuracy: tuple[AccuracyGate, ...] = ()
+    speedup: SpeedupGate | None = None
+
+
+def plan_for(item: pytest.Item) -> GatePlan | None:
+    """The gates on this test (markers on the test, its class or module); None when it has none."""
+    accuracy = []
+    for mark in item.iter_markers(ACCURACY_MARKER):
+        accuracy.append(parse_accuracy(mark, f"@pytest.mark.{ACCURACY_MARKER} on {item.nodeid}"))
+    speed_marks = list(item.iter_markers(SPEEDUP_MARKER))
+    speedup = parse_speedup(speed_marks[0], f"@pytest.mark.{SPEEDUP_MARKER} on {item.nodeid}") if speed_marks else None
+    if not accuracy and speedup is None:
+        return None
+    names = [gate.metric.name for gate in accuracy]
+    if len(names) != len(set(names)):
+        raise pytest.UsageError(f"{item.nodeid}: two @pytest.mark.{ACCURACY_MARKER} markers for the same metric")
+    return GatePlan(tuple(accuracy), speedup)
+
+
+@dataclass(frozen=True)
+class UpdateMode:
+    update_refs: bool = False  # rewrite references of failing/missing gates; those tests still fail
+    regen_all: bool = False  # rewrite every gated test's reference; reference comparisons pass
+    strict: bool = False  # an improvement beyond tolerance fails
+
+
+@dataclass
+class GateOutcome:
+    """Everything about one gated test's gates, for the failure message and the reports."""
+
+    node_id: str
+    model: str
+    rows: list[GateRow]
+    reference_file: str
+    machine: str
+    config: dict[str, Any] = field(default_factory=dict)
+    applied_overrides: list[str] = field(default_factory=list)
+    xfail_reason: str | None = None
+    updated: bool = False
+    verdict: str = "passed"  # passed | failed | xfailed
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "model": self.model,
+            "verdict": self.verdict,
+            "reference_file": self.reference_file,
+            "reference_updated": self.updated,
+            "applied_overrides": self.applied_overrides,
+            "xfail_reason": self.xfail_reason,
+            "machine": self.machine,
+            "config": self.config,
+            "notes": self.notes,
+            "rows": [
+                {
+                    "gate": r.gate,
+                    "name": r.name,
+                    "fp32": r.fp32,
+                    "int8": r.int8,
+                    "drop": r.drop,
+                    "reference": r.reference,
+                    "difference": r.difference,
+                    "allowed": r.allowed,
+                    "status": r.status,
+                    "reasons": r.reasons,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def _new_reference(
+    key: str,
+    rows: list[GateRow],
+    config: QuantizeConfig,
+    machine: str,
+    machine_details: dict[str, Any],
+    baseline: str | None,
+    previous: TestReference | None,
+) -> TestReference:
+    metrics = {r.name: MetricValues(fp32=r.fp32, int8=r.int8, drop=r.drop) for r in rows if r.gate == "accuracy"}
+    speed = next((r for r in rows if r.gate == "speedup"), None)
+    versions = {k: v for k, v in compat.stack_versions().items() if v}
+    return TestReference(
+        key=key,
+        metrics=metrics,
+        speedup=SpeedupValues(value=speed.int8, baseline=baseline or "eager", machine=machine) if speed else None,
+        quantizer=config.to_dict(),
+        environment={**versions, "machine": {"id": machine, **machine_details}},
+        # a recorded known-regression reason stays, unless it came from a per-stack override file
+        xfail_reason=previous.xfail_reason if previous is not None and not previous.applied_overrides else None,
+    )
+
+
+def run_gates(
+    plan: GatePlan,
+    *,
+    node_id: str,
+    model_name: str,
+    config: QuantizeConfig,
+    fp32_model: Callable[..., Any],
+    int8_model: Callable[..., Any],
+    eval_dataset: Iterable[Any] | None,
+    example_inputs: tuple[Any, ...],
+    baseline_model: Callable[..., Any] | None,
+    store: ReferenceStore,
+    machine: str,
+    machine_details: dict[str, Any],
+    mode: UpdateMode,
+    progress: Progress | None = None,
+) -> GateOutcome:
+    reference = store.get(node_id)
+    rows: list[GateRow] = []
+    if plan.accuracy:
+        batch = example_inputs[0].shape[0] if example_inputs and hasattr(example_inputs[0], "shape") else 1
+        results = evaluate(
+            fp32_model,
+            int8_model,
+            eval_dataset if eval_dataset is not None else [],
+            [gate.metric for gate in plan.accuracy],
+            batch_size=batch,
+            progress=progress,
+        )
+        for gate in plan.accuracy:
+            ref_values = reference.metrics.get(gate.metric.name) if reference is not None else None
+            rows.append(decide_accuracy(gate, results[gate.metric.name], ref_values))
+    if plan.speedup is not None:
+        assert baseline_model is not None
+        measurement = measure_speedup(
+            lambda: baseline_model(*example_inputs),
+            lambda: int8_model(*example_inputs),
+            baseline_name=plan.speedup.baseline,
+            rounds=plan.speedup.rounds,
+            warmup=plan.speedup.warmup,
+        )
+        ref_speed = reference.speedup if reference is not None else None
+        row = decide_speedup(plan.speedup, measurement, ref_speed, machine)
+        row.fp32 = measurement.baseline_median_ms
+        row.drop = None
+        rows.append(row)
+
+    outcome = GateOutcome(
+        node_id=node_id,
+        model=model_name,
+        rows=rows,
+        reference_file=str(store.path_for(node_id)),
+        machine=machine,
+        config=config.to_dict(),
+        applied_overrides=list(getattr(reference, "applied_overrides", []) or []),
+        xfail_reason=reference.xfail_reason if reference is not None else None,
+    )
+    if mode.regen_all:  # the reference comparison is what is being regenerated: it passes
+        for row in rows:
+            if row.status in (FAIL, IMPROVED, NEW) and not row.threshold_failed:
+                row.status = "regenerated"
+    failing = [r for r in rows if r.status == FAIL]
+    missing = [r for r in rows if r.status == NEW]
+    improved = [r for r in rows if r.status == IMPROVED]
+    wants_update = mode.regen_all or (mode.update_refs and (failing or missing or (improved and mode.strict)))
+    if wants_update:
+        key = split_node_id(node_id)[1]
+        store.stage(
+            node_id,
+            _new_reference(
+                key,
+                rows,
+                config,
+                machine,
+                machine_details,
+                plan.speedup.baseline if plan.speedup else None,
+                reference,
+            ),
+        )
+        outcome.updated = True
+    if failing or missing or (improved and mode.strict and not mode.regen_all):
+        outcome.verdict = "failed"
+    if outcome.verdict == "failed" and outcome.xfail_reason and not outcome.updated:
+        outcome.verdict = "xfailed"
+    if improved and not mode.strict:
+        outcome.notes.append("improved beyond tolerance: record it with --ovq-update-refs (fails with --ovq-strict)")
+    return outcome

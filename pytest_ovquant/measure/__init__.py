@@ -1,0 +1,1 @@
+"""Measurement: accuracy metrics and evaluation, latency, the machine fingerprint."""
