@@ -1,43 +1,120 @@
-"""The repository's own model suite: the models `make demo` quantizes, lowers and checks.
+"""The repository's own model suite: the models `make demo` quantizes, lowers, checks and gates.
 
-Models come with weights from a fixed seed (torchvision's pretrained weights cannot be downloaded
-here); the fixtures follow the plugin's contract (ovq_model / ovq_example_inputs /
-ovq_calibration_dataset), exactly as a user's conftest would.
+The fixtures follow the plugin's contract (ovq_model / ovq_example_inputs / ovq_calibration_dataset
+/ ovq_eval_dataset), exactly as a user's conftest would. Each zoo entry says how to build its model
+and data; a test picks models with ``@pytest.mark.parametrize("zoo_name", [...], indirect=True)``.
+
+- digits_cnn: a small CNN trained here on scikit-learn's digits (tests/models/digits.py; the
+  checkpoint is committed): real weights, top-1 on a held-out split.
+- resnet18, mobilenet_v3_small: torchvision architectures with weights from a fixed seed
+  (pretrained weights cannot be downloaded here): lowering checks, fidelity metrics, speed.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent / "tests" / "models"))
+
 IMAGE_SHAPE = (1, 3, 224, 224)
-CALIBRATION_ITEMS = 8
 
 
-def _torchvision_model(name: str) -> torch.nn.Module:
-    import torchvision
+def _torchvision(name: str) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        import torchvision
 
-    torch.manual_seed(0)
-    return getattr(torchvision.models, name)(weights=None).eval()
+        torch.manual_seed(0)
+        return getattr(torchvision.models, name)(weights=None).eval()
+
+    return build
 
 
-ZOO = {
-    "resnet18": _torchvision_model,
-    "mobilenet_v3_small": _torchvision_model,
+def _random_images(count: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(*IMAGE_SHAPE, generator=generator) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    build: Callable[[], torch.nn.Module]
+    example_inputs: Callable[[], tuple[torch.Tensor, ...]]
+    calibration: Callable[[], list[tuple[torch.Tensor, ...]]]
+    evaluation: Callable[[], list[tuple[Any, Any]]]
+
+
+def _digits_entry() -> ZooEntry:
+    import digits
+
+    def calibration() -> list[tuple[torch.Tensor, ...]]:
+        train_x, _, _, _ = digits.load_split()
+        return [(train_x[i : i + 1],) for i in range(0, 300)]
+
+    def evaluation() -> list[tuple[Any, Any]]:
+        _, _, test_x, test_y = digits.load_split()
+        return [(test_x[i : i + 50], test_y[i : i + 50]) for i in range(0, len(test_y), 50)]
+
+    return ZooEntry(
+        build=digits.load_trained,
+        example_inputs=lambda: (torch.zeros(1, 1, 8, 8),),
+        calibration=calibration,
+        evaluation=evaluation,
+    )
+
+
+def _image_entry(name: str) -> ZooEntry:
+    return ZooEntry(
+        build=_torchvision(name),
+        example_inputs=lambda: (_random_images(1, seed=1)[0],),
+        calibration=lambda: [(x,) for x in _random_images(8, seed=2)],
+        # random weights: no labels mean anything, so only fidelity metrics (target None)
+        evaluation=lambda: [(x, None) for x in _random_images(8, seed=3)],
+    )
+
+
+ZOO: dict[str, Callable[[], ZooEntry]] = {
+    "digits_cnn": _digits_entry,
+    "resnet18": lambda: _image_entry("resnet18"),
+    "mobilenet_v3_small": lambda: _image_entry("mobilenet_v3_small"),
 }
 
 
 @pytest.fixture(scope="session", params=sorted(ZOO))
-def ovq_model(request: pytest.FixtureRequest) -> torch.nn.Module:
-    return ZOO[request.param](request.param)
+def zoo_name(request: pytest.FixtureRequest) -> str:
+    """Which zoo model; narrow it with @pytest.mark.parametrize("zoo_name", [...], indirect=True)."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def ovq_example_inputs() -> tuple[torch.Tensor]:
-    return (torch.randn(*IMAGE_SHAPE, generator=torch.Generator().manual_seed(1)),)
+def zoo_entry(zoo_name: str) -> ZooEntry:
+    return ZOO[zoo_name]()
 
 
 @pytest.fixture(scope="session")
-def ovq_calibration_dataset() -> list[tuple[torch.Tensor]]:
-    generator = torch.Generator().manual_seed(2)
-    return [(torch.randn(*IMAGE_SHAPE, generator=generator),) for _ in range(CALIBRATION_ITEMS)]
+def ovq_model(zoo_entry: ZooEntry) -> torch.nn.Module:
+    return zoo_entry.build()
+
+
+@pytest.fixture(scope="session")
+def ovq_model_name(zoo_name: str) -> str:
+    return zoo_name
+
+
+@pytest.fixture(scope="session")
+def ovq_example_inputs(zoo_entry: ZooEntry) -> tuple[torch.Tensor, ...]:
+    return zoo_entry.example_inputs()
+
+
+@pytest.fixture(scope="session")
+def ovq_calibration_dataset(zoo_entry: ZooEntry) -> list[tuple[torch.Tensor, ...]]:
+    return zoo_entry.calibration()
+
+
+@pytest.fixture(scope="session")
+def ovq_eval_dataset(zoo_entry: ZooEntry) -> list[tuple[Any, Any]]:
+    return zoo_entry.evaluation()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pytest_ovquant.errors import LoweringError
+
 # Random weights make a harder case than trained ones (no dominant class), so the bound is loose;
 # a broken quantization gives cosine ~0.
 MIN_COSINE_TO_FP32 = 0.9
@@ -29,8 +31,24 @@ def test_int8_torch_compile_lowering(ovq_compiled_model, ovq_model, ovq_example_
         assert _cosine(ovq_compiled_model(*ovq_example_inputs), ovq_model(*ovq_example_inputs)) > MIN_COSINE_TO_FP32
 
 
+EXPORT_LOWERING_MODELS = [
+    "mobilenet_v3_small",
+    "resnet18",
+    pytest.param(
+        "digits_cnn",
+        marks=pytest.mark.xfail(
+            raises=LoweringError,
+            strict=True,
+            reason="OpenVINO 2026.4 CPU plugin: 'No suitable implementations' compiling the exported INT8 "
+            "digits CNN (the torch.compile lowering of the same model works)",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("zoo_name", EXPORT_LOWERING_MODELS, indirect=True)
 @pytest.mark.ovq_quantize(lowering="export")
-def test_int8_export_lowering(ovq_compiled_model, ovq_model, ovq_example_inputs):
+def test_int8_export_lowering(zoo_name, ovq_compiled_model, ovq_model, ovq_example_inputs):
     report = ovq_compiled_model.report
     assert report.lowering == "export" and report.n_irs == 1
     assert report.int8_layers >= report.quantized_layers > 0, report.describe()
