@@ -22,6 +22,9 @@ BASELINES = ("eager", "ov_fp32")
 DEFAULT_ACCURACY_TOLERANCE = 0.001  # NNCF's conformance suite default atol
 DEFAULT_SPEEDUP_TOLERANCE = 0.10  # relative
 
+# Float noise allowed on a bound: 0.899 - 0.9 is 0.0010000000000000009, not 0.001.
+_EPS = 1e-9
+
 # Row statuses
 PASS, FAIL, IMPROVED, NEW, NOT_COMPARED = "pass", "FAIL", "improved", "no reference", "not compared"
 
@@ -138,14 +141,19 @@ def decide_accuracy(gate: AccuracyGate, result: MetricResult, reference: MetricV
     row = GateRow("accuracy", metric.name, result.int8, fp32=result.fp32, drop=result.drop)
     allowed: list[str] = []
     drop = result.drop
+    if not math.isfinite(result.int8):
+        row.reasons.append(f"INT8 {metric.name} is {result.int8}: the INT8 module outputs NaN/Inf")
+        row.status = FAIL
+        row.allowed = "a finite value"
+        return row
     if gate.max_drop is not None and drop is not None:
         allowed.append(f"drop <= {_fmt(gate.max_drop)}")
-        if drop > gate.max_drop:
+        if drop > gate.max_drop + _EPS:
             row.reasons.append(f"drop {_fmt(drop)} > max_drop {_fmt(gate.max_drop)}")
     if gate.max_relative_drop is not None and drop is not None and result.fp32:
         relative = drop / abs(result.fp32)
         allowed.append(f"drop <= {gate.max_relative_drop:.2%} of FP32")
-        if relative > gate.max_relative_drop:
+        if relative > gate.max_relative_drop + _EPS:
             row.reasons.append(f"relative drop {relative:.2%} > max_relative_drop {gate.max_relative_drop:.2%}")
     if gate.min_value is not None:
         better = ">=" if metric.higher_is_better else "<="
@@ -160,11 +168,11 @@ def decide_accuracy(gate: AccuracyGate, result: MetricResult, reference: MetricV
     row.reference = reference.int8
     row.difference = result.int8 - reference.int8
     worse_by = -row.difference if metric.higher_is_better else row.difference
-    if worse_by > gate.tolerance:
+    if worse_by > gate.tolerance + _EPS:
         row.reasons.append(f"reference: INT8 {_fmt(result.int8)} is worse than the reference {_fmt(reference.int8)} by {_fmt(worse_by)} > tolerance {_fmt(gate.tolerance)}")
     if row.reasons:
         row.status = FAIL
-    elif worse_by < -gate.tolerance:
+    elif worse_by < -gate.tolerance - _EPS:
         row.status = IMPROVED
         row.reasons.append(f"INT8 {_fmt(result.int8)} is better than the reference {_fmt(reference.int8)} by more than the tolerance")
     return row

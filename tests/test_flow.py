@@ -168,3 +168,12 @@ def test_export_lowering_keeps_the_output_structure(cnn_inputs):
     out = lowered(*example)
     assert set(out) == {"a", "b"}
     assert out["a"].shape == (3, 4) and out["b"].shape == (3, 2)
+
+
+def test_outputs_of_earlier_calls_are_not_overwritten(quantized_cnn, cnn_inputs):
+    """OpenVINO's torchdynamo executor reuses its output buffer; LoweredModel hands out copies."""
+    lowered = lower(quantized_cnn, cnn_inputs, make_config(), quantized=True)
+    first = lowered(*cnn_inputs)
+    kept = first.clone()
+    lowered(torch.randn_like(cnn_inputs[0]) * 5)
+    torch.testing.assert_close(first, kept)

@@ -43,8 +43,13 @@ class LoweredModel:
         return self.report.backend
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.utils._pytree import tree_map
+
         with torch.no_grad():
-            return self.module(*args, **kwargs)
+            outputs = self.module(*args, **kwargs)
+        # OpenVINO's torchdynamo executor returns tensors that share the infer request's output
+        # buffer (share_outputs=True): the next call would overwrite a result the caller kept.
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, outputs)
 
     def __repr__(self) -> str:
         kind = "INT8" if self.report.quantized else "FP32"

@@ -57,7 +57,14 @@ def _split(item: Any, index: int) -> tuple[tuple[torch.Tensor, ...], Any]:
             f"evaluation item {index} is a {type(item).__name__}, not an (inputs, target) pair; "
             "make ovq_eval_dataset yield (inputs, target) (target may be None for fidelity metrics)"
         )
-    return _as_args(item[0]), item[1]
+    args, target = _as_args(item[0]), item[1]
+    if isinstance(target, (list, tuple)) and all(isinstance(t, (int, float)) for t in target):
+        target = torch.as_tensor(target)
+    if isinstance(target, torch.Tensor) and target.dim() > 0 and target.shape[0] != args[0].shape[0]:
+        raise EvaluationError(
+            f"evaluation item {index}: {target.shape[0]} targets for {args[0].shape[0]} input samples"
+        )
+    return args, target
 
 
 def _chunks(args: tuple[torch.Tensor, ...], target: Any, size: int) -> Iterable[tuple[tuple[torch.Tensor, ...], Any]]:

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError
 
+SQNR_CEILING_DB = 200.0
 PerSample = Callable[[torch.Tensor, Any, "torch.Tensor | None"], torch.Tensor]
 
 
@@ -96,14 +97,17 @@ def _flat_pair(outputs: Any, fp32: Any, metric: str) -> tuple[torch.Tensor, torc
 
 def _cosine(outputs: Any, targets: Any, fp32: Any) -> torch.Tensor:
     a, b = _flat_pair(outputs, fp32, "cosine")
-    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=1)
+    return torch.where((a == b).all(dim=1), torch.ones_like(cosine), cosine)  # 0 == 0 is a perfect match
 
 
 def _sqnr(outputs: Any, targets: Any, fp32: Any) -> torch.Tensor:
     a, b = _flat_pair(outputs, fp32, "sqnr")
     signal = b.pow(2).sum(dim=1)
-    noise = (a - b).pow(2).sum(dim=1).clamp_min(1e-30)
-    return 10 * torch.log10(signal / noise)
+    noise = (a - b).pow(2).sum(dim=1)
+    sqnr = 10 * torch.log10(signal.clamp_min(1e-30) / noise.clamp_min(1e-30))
+    # identical outputs (no noise) get the ceiling, not -inf/inf, so references stay finite
+    return torch.where(noise == 0, torch.full_like(sqnr, SQNR_CEILING_DB), sqnr.clamp(max=SQNR_CEILING_DB))
 
 
 def _max_abs(outputs: Any, targets: Any, fp32: Any) -> torch.Tensor:
@@ -142,8 +146,12 @@ def resolve_metric(spec: Any, source: str) -> Metric:
         name = getattr(spec, "__name__", type(spec).__name__)
 
         def per_sample(outputs: Any, targets: Any, fp32: Any) -> torch.Tensor:
-            value = spec(outputs, targets)
-            return torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+            value = torch.as_tensor(spec(outputs, targets), dtype=torch.float64).reshape(-1)
+            batch = _logits(outputs).shape[0]
+            if value.numel() == 1 and batch > 1:
+                # one number for the chunk: weigh it by the chunk's samples so chunking does not matter
+                value = value.expand(batch)
+            return value
 
         return Metric(name, "task", True, per_sample)
     raise ConfigError(f"{source}: metric={spec!r} must be a metric name or a callable")

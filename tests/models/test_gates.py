@@ -15,7 +15,8 @@ images = pytest.mark.parametrize("zoo_name", ["resnet18", "mobilenet_v3_small"],
 @digits
 # tolerance 0.005: one held-out sample is 0.0022 of top-1; allow two to flip between CPU kernels
 @pytest.mark.ovq_accuracy(metric="top1", max_drop=0.01, tolerance=0.005)
-@pytest.mark.ovq_accuracy(metric="cosine", min_value=0.98)
+# cosine to FP32 is steady to ~1e-5 between runs; 5e-4 catches a worse calibration
+@pytest.mark.ovq_accuracy(metric="cosine", min_value=0.98, tolerance=0.0005)
 def test_digits_accuracy(zoo_name):
     """INT8 top-1 within 1 point of FP32 on the held-out split, and matching its reference."""
 
