@@ -52,3 +52,23 @@ def seeded(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def image_batches(count: int, seed: int = 1, size: int = 32) -> list[tuple[torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     return [(torch.randn(1, 3, size, size, generator=generator),) for _ in range(count)]
+
+
+# Source text of the model that pytester-written user projects define in their conftest.py.
+TINY_CNN_SOURCE = """
+import pytest
+import torch
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+"""

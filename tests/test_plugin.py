@@ -11,25 +11,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from small_models import TINY_CNN_SOURCE
+
 from pytest_ovquant import compat
 
-USER_CONFTEST = textwrap.dedent(
+USER_CONFTEST = TINY_CNN_SOURCE + textwrap.dedent(
     '''
-    import pytest
-    import torch
-
-
-    class TinyCNN(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(3, 8, 3)
-            self.conv2 = torch.nn.Conv2d(8, 16, 3)
-            self.fc = torch.nn.Linear(16, 4)
-
-        def forward(self, x):
-            x = torch.relu(self.conv1(x))
-            x = torch.relu(self.conv2(x))
-            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
     class TinyMLP(torch.nn.Module):
