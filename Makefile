@@ -16,13 +16,13 @@ venv-legacy: $(LEGACY_VENV)/.ovq-installed
 
 $(CURRENT_VENV)/.ovq-installed: constraints/current.in constraints/current.txt pyproject.toml
 	test -x $(CURRENT_VENV)/bin/python || $(PYTHON) -m venv $(CURRENT_VENV)
-	$(CURRENT_VENV)/bin/pip install --disable-pip-version-check -q -r constraints/current.in -c constraints/current.txt -e '.[test]'
+	$(CURRENT_VENV)/bin/pip install --disable-pip-version-check -q -r constraints/current.in -c constraints/current.txt -e '.[test,models]'
 	touch $@
 
 # The legacy pins are within the machine's pip cap, so no config change is needed.
 $(LEGACY_VENV)/.ovq-installed: constraints/legacy.in constraints/legacy.txt pyproject.toml
 	test -x $(LEGACY_VENV)/bin/python || $(PYTHON) -m venv $(LEGACY_VENV)
-	$(LEGACY_VENV)/bin/pip install --disable-pip-version-check -q -r constraints/legacy.in -c constraints/legacy.txt -e '.[test]'
+	$(LEGACY_VENV)/bin/pip install --disable-pip-version-check -q -r constraints/legacy.in -c constraints/legacy.txt -e '.[test,models]'
 	touch $@
 
 # -p no:logging: torch's DEBUG trace records would otherwise flood every failure report.
