@@ -75,6 +75,7 @@ class GateOutcome:
     updated: bool = False
     verdict: str = "passed"  # passed | failed | xfailed
     notes: list[str] = field(default_factory=list)
+    staged_reference: dict[str, Any] | None = None  # the entry staged for writing (travels from xdist workers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class GateOutcome:
             "machine": self.machine,
             "config": self.config,
             "notes": self.notes,
+            "staged_reference": self.staged_reference,
             "rows": [
                 {
                     "gate": r.gate,
@@ -104,6 +106,25 @@ class GateOutcome:
                 for r in self.rows
             ],
         }
+
+
+def outcome_from_dict(data: dict[str, Any]) -> GateOutcome:
+    """Inverse of ``GateOutcome.to_dict`` (xdist workers send outcomes as plain data)."""
+    rows = [GateRow(**row) for row in data["rows"]]
+    return GateOutcome(
+        node_id=data["node_id"],
+        model=data["model"],
+        rows=rows,
+        reference_file=data["reference_file"],
+        machine=data["machine"],
+        config=data.get("config", {}),
+        applied_overrides=list(data.get("applied_overrides", [])),
+        xfail_reason=data.get("xfail_reason"),
+        updated=data.get("reference_updated", False),
+        verdict=data["verdict"],
+        notes=list(data.get("notes", [])),
+        staged_reference=data.get("staged_reference"),
+    )
 
 
 def _new_reference(
@@ -196,18 +217,11 @@ def run_gates(
     wants_update = mode.regen_all or (mode.update_refs and (failing or missing or (improved and mode.strict)))
     if wants_update:
         key = split_node_id(node_id)[1]
-        store.stage(
-            node_id,
-            _new_reference(
-                key,
-                rows,
-                config,
-                machine,
-                machine_details,
-                plan.speedup.baseline if plan.speedup else None,
-                reference,
-            ),
+        new_reference = _new_reference(
+            key, rows, config, machine, machine_details, plan.speedup.baseline if plan.speedup else None, reference
         )
+        store.stage(node_id, new_reference)
+        outcome.staged_reference = new_reference.to_dict()
         outcome.updated = True
     if failing or missing or (improved and mode.strict and not mode.regen_all):
         outcome.verdict = "failed"

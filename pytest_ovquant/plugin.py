@@ -20,10 +20,10 @@ from .artifacts import ArtifactStore, ModelArtifacts
 from .config import QuantizeConfig, make_config
 from .errors import ConfigError
 from .flow.lower import LoweredModel
-from .gate_runner import GateOutcome, GatePlan, UpdateMode, plan_for, run_gates
+from .gate_runner import GateOutcome, GatePlan, UpdateMode, outcome_from_dict, plan_for, run_gates
 from .measure import machine
 from .progress import ProgressPrinter, SampleProgress
-from .references import ReferenceStore
+from .references import ReferenceStore, TestReference, split_node_id
 from .verify import LoweringReport
 
 
@@ -40,8 +40,20 @@ class SessionState:
     mode: UpdateMode
     option_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     outcomes: list[GateOutcome] = field(default_factory=list)
+    remote_lowerings: list[dict[str, Any]] = field(default_factory=list)  # sent by xdist workers
     written_references: list[Path] = field(default_factory=list)
     _machine: tuple[str, dict[str, Any]] | None = None
+
+    def lowerings(self) -> list[dict[str, Any]]:
+        """This process's lowerings and the workers', in a stable order (so -n 0 and -n N agree)."""
+        local = [report.lowering_summary(m) for m in self.store.lowered_models()]
+        unique: dict[tuple, dict[str, Any]] = {}
+        for row in local + self.remote_lowerings:  # each xdist worker lowers what its tests need
+            unique.setdefault((row["model"], row["lowering"], row["backend"], row["quantized"]), row)
+        return sorted(unique.values(), key=lambda r: (r["model"], r["lowering"], not r["quantized"]))
+
+    def sorted_outcomes(self) -> list[GateOutcome]:
+        return sorted(self.outcomes, key=lambda o: o.node_id)
 
     def machine(self) -> tuple[str, dict[str, Any]]:
         """(fingerprint id, details), computed once: speed references are only compared on the same one."""
@@ -159,17 +171,50 @@ def _run_gates(item: pytest.Item) -> None:
         pytest.fail(report.gate_failure_message(gated), pytrace=False)
 
 
+WORKER_OUTPUT_KEY = "ovquant"
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(SESSION_KEY, None)
     if state is None:
         return
+    if _is_xdist_worker(session.config):
+        # Workers write nothing shared: they send their results to the controller, which writes
+        # the references, the results file and the summary once (syrupy does the same).
+        session.config.workeroutput[WORKER_OUTPUT_KEY] = {  # type: ignore[attr-defined]
+            "outcomes": [o.to_dict() for o in state.outcomes],
+            "lowerings": [report.lowering_summary(m) for m in state.store.lowered_models()],
+        }
+        return
     state.written_references = state.references.write_pending()
     path = session.config.getoption("ovq_results")
     if path:
-        results.write_results(Path(path), results.results_payload(state.outcomes, state.machine(), state.store))
+        results.write_results(Path(path), results.results_payload(state.sorted_outcomes(), state.machine(), state.lowerings()))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file and state.outcomes:
-        results.append_markdown(Path(summary_file), report.markdown_summary(state.outcomes, report.header_line()))
+        results.append_markdown(Path(summary_file), report.markdown_summary(state.sorted_outcomes(), report.header_line()))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Controller side of xdist: take a finished worker's outcomes, lowerings and reference updates."""
+    state = node.config.stash.get(SESSION_KEY, None)
+    payload = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+    if state is None or not payload:
+        return
+    for data in payload["outcomes"]:
+        outcome = outcome_from_dict(data)
+        state.outcomes.append(outcome)
+        if outcome.staged_reference is not None:
+            key = split_node_id(outcome.node_id)[1]
+            state.references.stage(
+                outcome.node_id, TestReference.from_dict(key, outcome.staged_reference, source=f"xdist worker {node.gateway.id}")
+            )
+    state.remote_lowerings.extend(payload["lowerings"])
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -178,18 +223,18 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     if state.outcomes:
         terminalreporter.section("ovquant gates")
-        for line in report.summary_table(state.outcomes):
+        for line in report.summary_table(state.sorted_outcomes()):
             terminalreporter.write_line(line)
         for path in state.written_references:
             terminalreporter.write_line(f"reference written: {path}")
-    lowered = state.store.lowered_models()
-    if not lowered:
+    lowerings = state.lowerings()
+    if not lowerings:
         return
     terminalreporter.section("ovquant lowering")
-    for line in report.lowering_table(lowered):
+    for line in report.lowering_table(lowerings):
         terminalreporter.write_line(line)
     if config.getoption("ovq_show_lowering"):
-        for model in lowered:
+        for model in state.store.lowered_models():  # full reports exist in this process only
             terminalreporter.write_line("")
             terminalreporter.write_line(f"{model.name}:")
             terminalreporter.write_line(model.report.describe())

@@ -29,24 +29,28 @@ def header_line() -> str:
     return "\n".join(parts)
 
 
-def lowering_table(models: Sequence[LoweredModel]) -> list[str]:
-    """One row per lowered module: what runs and whether it is what it claims."""
+def lowering_summary(lowered: LoweredModel) -> dict:
+    """Plain data for the lowering table and the results file (also what xdist workers send)."""
+    return {"model": lowered.name, **lowered.report.to_dict()}
+
+
+def lowering_table(lowerings: Sequence[dict]) -> list[str]:
+    """One row per lowered module (``lowering_summary`` dicts): what runs and whether it is what it claims."""
     rows = [("model", "lowering", "backend", "IRs", "FQ", "int8 layers", "precisions", "status")]
-    for lowered in models:
-        r = lowered.report
+    for r in lowerings:
         precisions = "; ".join(
-            f"{kind} " + ",".join(f"{p}:{n}" for p, n in by.items()) for kind, by in r.precision_counts().items()
+            f"{kind} " + ",".join(f"{p}:{n}" for p, n in by.items()) for kind, by in r["precisions"].items()
         )
         rows.append(
             (
-                lowered.name,
-                r.lowering,
-                r.backend or "openvino.Core",
-                str(r.n_irs),
-                str(r.fake_quantize),
-                f"{r.int8_layers}/{r.quantized_layers}" if r.quantized else "-",
+                r["model"],
+                r["lowering"],
+                r["backend"] or "openvino.Core",
+                str(r["n_irs"]),
+                str(r["fake_quantize"]),
+                f"{r['int8_layers']}/{r['quantized_layers']}" if r["quantized"] else "-",
                 precisions or "-",
-                "ok" if r.ok else "PROBLEM",
+                "PROBLEM" if r["problems"] else "ok",
             )
         )
     return _table(rows)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import compat
-from .artifacts import ArtifactStore
 from .atomic import atomic_write_text
 from .gate_runner import GateOutcome
 
@@ -30,7 +29,7 @@ def junit_properties(outcome: GateOutcome) -> list[tuple[str, Any]]:
 
 
 def results_payload(
-    outcomes: Sequence[GateOutcome], machine: tuple[str, dict[str, Any]], store: ArtifactStore
+    outcomes: Sequence[GateOutcome], machine: tuple[str, dict[str, Any]], lowerings: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
     machine_id, details = machine
     return {
@@ -38,7 +37,7 @@ def results_payload(
         "stack": compat.stack_versions(),
         "machine": {"id": machine_id, **details},
         "gates": [o.to_dict() for o in sorted(outcomes, key=lambda o: o.node_id)],
-        "lowerings": [{"model": m.name, **m.report.to_dict()} for m in store.lowered_models()],
+        "lowerings": list(lowerings),
     }
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from .. import compat
 from ..config import QuantizeConfig
-from ..errors import LoweringError
+from ..errors import LoweringError, OVQuantError
 from ..verify import IRSummary, LoweringReport, summarize_ir
 from . import ov_backend
 
@@ -171,6 +171,17 @@ def lower_torch_compile(
     return LoweredModel(compiled_module, report, name)
 
 
+def export_to_openvino(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Any:
+    """``ov.convert_model(torch.export.export(model, args))``: the export lowering's IR."""
+    import openvino as ov
+
+    return ov.convert_model(torch.export.export(model, example_inputs))
+
+
+# (model, example inputs) -> ov.Model; lets a caller serve the IR from a cache (see ..cache).
+IRConverter = Callable[[torch.nn.Module, tuple[Any, ...]], Any]
+
+
 def lower_export(
     model: torch.nn.Module,
     example_inputs: tuple[Any, ...],
@@ -178,17 +189,20 @@ def lower_export(
     *,
     quantized: bool,
     name: str = "model",
+    convert: IRConverter | None = None,
 ) -> LoweredModel:
     import openvino as ov
     from torch.utils._pytree import tree_flatten
 
+    convert = convert or export_to_openvino
     start = time.perf_counter()
     try:
         with torch.no_grad():
             _, out_spec = tree_flatten(model(*example_inputs))
-            program = torch.export.export(model, example_inputs)
-            ov_model = ov.convert_model(program)
+            ov_model = convert(model, example_inputs)
             compiled = ov.Core().compile_model(ov_model, "CPU", _ov_config(config, quantized))
+    except OVQuantError:
+        raise
     except Exception as error:
         raise LoweringError(
             f"lowering {name} with ov.convert_model(torch.export.export(...)) failed: "
@@ -206,11 +220,24 @@ def lower(
     *,
     quantized: bool,
     name: str = "model",
+    convert: IRConverter | None = None,
 ) -> LoweredModel:
-    """Lower ``model`` the way ``config.lowering`` says; the report is filled, not checked."""
+    """Lower ``model`` the way ``config.lowering`` says; the report is filled, not checked.
+
+    ``convert`` replaces the export lowering's ``ov.convert_model(torch.export.export(...))``.
+    """
     if config.lowering == "export":
-        return lower_export(model, example_inputs, config, quantized=quantized, name=name)
+        return lower_export(model, example_inputs, config, quantized=quantized, name=name, convert=convert)
     return lower_torch_compile(model, example_inputs, config, quantized=quantized, name=name)
 
 
-__all__ = ["LoweredModel", "OpenVINORunner", "lower", "lower_export", "lower_torch_compile", "IRSummary"]
+__all__ = [
+    "IRConverter",
+    "IRSummary",
+    "LoweredModel",
+    "OpenVINORunner",
+    "export_to_openvino",
+    "lower",
+    "lower_export",
+    "lower_torch_compile",
+]

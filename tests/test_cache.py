@@ -1,0 +1,538 @@
+"""The on-disk artifact cache: hits across instances and processes, integrity, crash safety, integration.
+
+Real artifacts throughout: a quantized SmallCNN (torch.export.save/load round trip, lowered through
+both lowerings) and its OpenVINO IR. Cross-process tests start real Python processes on one root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import filelock
+import pytest
+import torch
+from small_models import SmallCNN, image_batches, seeded
+
+from pytest_ovquant.artifacts import ArtifactStore, ModelArtifacts
+from pytest_ovquant.cache import (
+    ArtifactCache,
+    CacheError,
+    CacheWarning,
+    cache_key,
+    graph_fingerprint,
+    versions_part,
+)
+from pytest_ovquant.config import make_config
+from pytest_ovquant.errors import OVQuantError
+from pytest_ovquant.flow import export_model, lower, quantize
+from pytest_ovquant.flow.lower import export_to_openvino
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quantized_cnn(small_cnn, cnn_inputs, cnn_calibration) -> torch.fx.GraphModule:
+    return quantize(export_model(small_cnn, cnn_inputs), make_config(), cnn_calibration[:8])
+
+
+class Builder:
+    """A build function that counts its calls."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.make()
+
+
+def must_not_build() -> Any:
+    raise AssertionError("build() called although the entry is in the cache")
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("??/*/meta.json"))
+
+
+def tmp_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "tmp").iterdir() if not p.name.startswith(".")) if (root / "tmp").exists() else []
+
+
+# -- keys and the directory --------------------------------------------------------------------
+def test_cache_key_is_sha256_of_its_parts_and_versions_name_the_stack():
+    key = cache_key("a", "b")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert key == cache_key("a", "b")
+    assert len({key, cache_key("ab"), cache_key("a", "b", ""), cache_key("b", "a")}) == 4
+    versions = json.loads(versions_part())
+    assert {"torch", "nncf", "openvino"} <= set(versions)
+    assert versions["torch"] == torch.__version__.split("+")[0]
+
+
+def test_new_cache_ignores_itself_in_git_and_tags_itself(tmp_path):
+    root = tmp_path / "deep" / ".ovquant_cache"
+    ArtifactCache(root)
+    assert (root / ".gitignore").read_text() == "*\n"
+    assert (root / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+
+
+def test_graph_fingerprint_sees_an_edited_forward_with_the_same_weights(small_cnn, cnn_inputs):
+    class Switch(SmallCNN):
+        use_relu = True
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = torch.relu(x) if self.use_relu else torch.sigmoid(x)
+            x = torch.relu(self.conv2(x))
+            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    model = Switch()
+    model.load_state_dict(small_cnn.state_dict())
+    with_relu = graph_fingerprint(export_model(model.eval(), cnn_inputs))
+    model.use_relu = False  # same class, same state_dict: only the graph tells them apart
+    assert graph_fingerprint(export_model(model, cnn_inputs)) != with_relu
+    assert graph_fingerprint(export_model(small_cnn, cnn_inputs)) == graph_fingerprint(
+        export_model(small_cnn, cnn_inputs)
+    )
+
+
+# -- programs: miss, hit, round trip -----------------------------------------------------------
+def test_miss_then_hit_in_a_new_instance_without_building(tmp_path, quantized_cnn, cnn_inputs):
+    key = cache_key("program", "miss-then-hit")
+    build = Builder(lambda: quantized_cnn)
+    module, status = ArtifactCache(tmp_path).get_or_build_program(key, build, cnn_inputs)
+    assert (status, build.calls) == ("built", 1)
+    assert module is quantized_cnn
+    assert entries(tmp_path) == [tmp_path / key[:2] / key]
+    assert tmp_dirs(tmp_path) == []
+
+    loaded, status = ArtifactCache(tmp_path).get_or_build_program(key, must_not_build, cnn_inputs)
+    assert status == "hit"
+    assert isinstance(loaded, torch.fx.GraphModule) and loaded is not quantized_cnn
+    for inputs in (cnn_inputs, *image_batches(3, seed=7)):
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(*inputs), quantized_cnn(*inputs), rtol=0, atol=0)
+    [logged] = ArtifactCache(tmp_path).build_log()
+    assert (logged.key, logged.kind, logged.pid) == (key, "program", os.getpid())
+    meta = json.loads((tmp_path / key[:2] / key / "meta.json").read_text())
+    assert meta["key"] == key and set(meta["files"]) == {"program.pt2"}
+
+
+@pytest.mark.parametrize("lowering", ["torch.compile", "export"])
+def test_loaded_program_still_lowers_to_int8(tmp_path, quantized_cnn, cnn_inputs, lowering):
+    key = cache_key("program", "lowers")
+    ArtifactCache(tmp_path).get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    loaded, status = ArtifactCache(tmp_path).get_or_build_program(key, must_not_build, cnn_inputs)
+    assert status == "hit"
+    config = make_config(("test", {"lowering": lowering}))
+    report = lower(loaded, cnn_inputs, config, quantized=True).report
+    assert report.ok, report.describe()
+    assert report.quantized_layers == 3 and report.int8_layers == 3
+    original = lower(quantized_cnn, cnn_inputs, config, quantized=True).report
+    assert (report.n_irs, report.int8_layers) == (original.n_irs, original.int8_layers)
+
+
+def test_dynamic_batch_program_round_trips_with_a_dynamic_batch(tmp_path, small_cnn):
+    example = (torch.randn(2, 3, 32, 32),)
+    config = make_config(("test", {"dynamic_batch": True}))
+    from pytest_ovquant.flow.export import batch_dynamic_shapes
+
+    built = quantize(export_model(small_cnn, example, dynamic_batch=True), config, image_batches(4))
+    key = cache_key("program", "dynamic")
+    shapes = batch_dynamic_shapes(example)
+    ArtifactCache(tmp_path).get_or_build_program(key, lambda: built, example, dynamic_shapes=shapes)
+    loaded, status = ArtifactCache(tmp_path).get_or_build_program(key, must_not_build, example, dynamic_shapes=shapes)
+    assert status == "hit"
+    batch5 = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch5), built(batch5), rtol=0, atol=0)
+
+
+# -- integrity ---------------------------------------------------------------------------------
+def test_tampered_entry_warns_naming_it_and_is_rebuilt(tmp_path, quantized_cnn, cnn_inputs):
+    key = cache_key("program", "tampered")
+    ArtifactCache(tmp_path).get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    entry = tmp_path / key[:2] / key
+    payload = entry / "program.pt2"
+    data = bytearray(payload.read_bytes())
+    for offset in (len(data) // 3, len(data) // 2):
+        data[offset] ^= 0xFF
+    payload.write_bytes(bytes(data))
+
+    told: list[str] = []
+    build = Builder(lambda: quantized_cnn)
+    with pytest.warns(CacheWarning, match="modified program.pt2") as caught:
+        module, status = ArtifactCache(tmp_path, warn=told.append).get_or_build_program(key, build, cnn_inputs)
+    assert (status, build.calls, module) == ("rebuilt", 1, quantized_cnn)
+    assert str(entry) in str(caught[0].message)
+    assert len(told) == 1 and str(entry) in told[0]
+    # the rebuilt entry is sound again
+    assert ArtifactCache(tmp_path).get_or_build_program(key, must_not_build, cnn_inputs)[1] == "hit"
+    assert len(ArtifactCache(tmp_path).build_log(key)) == 2
+
+
+def test_entry_without_meta_json_counts_as_half_written_and_is_rebuilt(tmp_path, quantized_cnn, cnn_inputs):
+    key = cache_key("program", "half")
+    ArtifactCache(tmp_path).get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    entry = tmp_path / key[:2] / key
+    (entry / "meta.json").unlink()
+    build = Builder(lambda: quantized_cnn)
+    with pytest.warns(CacheWarning, match="half-written") as caught:
+        _, status = ArtifactCache(tmp_path).get_or_build_program(key, build, cnn_inputs)
+    assert (status, build.calls) == ("rebuilt", 1)
+    assert str(entry) in str(caught[0].message)
+    assert (entry / "meta.json").exists()
+    assert tmp_dirs(tmp_path) == []
+
+
+def test_unloadable_entry_with_matching_hashes_is_rebuilt(tmp_path, quantized_cnn, cnn_inputs):
+    """A payload that hashes right but is not a program (e.g. written by a buggy release)."""
+    key = cache_key("program", "unloadable")
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    entry = tmp_path / key[:2] / key
+    (entry / "program.pt2").write_bytes(b"not a zip archive")
+    meta = json.loads((entry / "meta.json").read_text())
+    import hashlib
+
+    meta["files"]["program.pt2"] = hashlib.sha256(b"not a zip archive").hexdigest()
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(CacheWarning, match="could not be loaded"):
+        assert ArtifactCache(tmp_path).get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)[1] == "rebuilt"
+
+
+def test_stale_tmp_dirs_are_ignored_and_cleaned(tmp_path, quantized_cnn, cnn_inputs):
+    key = cache_key("program", "stale-tmp")
+    other = cache_key("program", "stale-other")
+    ArtifactCache(tmp_path)
+    for stale_key in (key, other):  # as left by processes killed while writing
+        stale = tmp_path / "tmp" / f"{stale_key}.424242.deadbeef"
+        stale.mkdir(parents=True)
+        (stale / "program.pt2").write_bytes(b"partial")
+    cache = ArtifactCache(tmp_path)  # sweeps temp dirs nobody is writing
+    assert tmp_dirs(tmp_path) == []
+    stale = tmp_path / "tmp" / f"{key}.424242.deadbeef"
+    stale.mkdir()
+    build = Builder(lambda: quantized_cnn)
+    assert cache.get_or_build_program(key, build, cnn_inputs)[1] == "built"  # never taken for an entry
+    assert build.calls == 1
+    assert tmp_dirs(tmp_path) == []
+    assert entries(tmp_path) == [tmp_path / key[:2] / key]
+
+
+def test_tmp_dir_of_a_key_being_built_is_not_swept(tmp_path):
+    key = cache_key("program", "busy")
+    ArtifactCache(tmp_path)
+    busy = tmp_path / "tmp" / f"{key}.1.cafe"
+    busy.mkdir()
+    lock = filelock.FileLock(str(tmp_path / "locks" / f"{key}.lock"))
+    with lock:
+        ArtifactCache(tmp_path)
+        assert busy.exists()
+    ArtifactCache(tmp_path)
+    assert not busy.exists()
+
+
+# -- failures during a build -------------------------------------------------------------------
+@pytest.mark.parametrize("error", [RuntimeError("calibration failed"), KeyboardInterrupt()])
+def test_failing_or_interrupted_build_leaves_no_entry_and_no_tmp_dir(tmp_path, cnn_inputs, error):
+    key = cache_key("program", "failing")
+    cache = ArtifactCache(tmp_path)
+
+    def build() -> torch.fx.GraphModule:
+        raise error
+
+    with pytest.raises(type(error)):
+        cache.get_or_build_program(key, build, cnn_inputs)
+    assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
+    assert not (tmp_path / key[:2]).exists()
+    assert cache.build_log() == []
+    # and the lock was released: the next attempt builds
+    assert ArtifactCache(tmp_path, lock_timeout=5).get_or_build_ir(key, _tiny_ir)[1] == "built"
+
+
+def test_interrupt_while_saving_leaves_no_entry_and_no_tmp_dir(tmp_path, quantized_cnn, cnn_inputs, monkeypatch):
+    def interrupted_save(program: Any, path: Path) -> None:
+        Path(path).write_bytes(b"half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.export, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        ArtifactCache(tmp_path).get_or_build_program(cache_key("interrupted"), lambda: quantized_cnn, cnn_inputs)
+    assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
+
+
+def test_failed_save_warns_and_still_returns_the_built_module(tmp_path, quantized_cnn, cnn_inputs, monkeypatch):
+    def failing_save(program: Any, path: Path) -> None:
+        Path(path).write_bytes(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.export, "save", failing_save)
+    with pytest.warns(CacheWarning, match="No space left on device.*continuing without caching"):
+        module, status = ArtifactCache(tmp_path).get_or_build_program(
+            cache_key("disk-full"), lambda: quantized_cnn, cnn_inputs
+        )
+    assert (module, status) == (quantized_cnn, "built")
+    assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
+
+
+# -- switches ----------------------------------------------------------------------------------
+def test_disabled_cache_always_builds_and_writes_nothing(tmp_path, quantized_cnn, cnn_inputs):
+    root = tmp_path / "cache"
+    cache = ArtifactCache(root, enabled=False)
+    build = Builder(lambda: quantized_cnn)
+    for _ in range(2):
+        assert cache.get_or_build_program("k" * 64, build, cnn_inputs) == (quantized_cnn, "built")
+    assert cache.get_or_build_ir("k" * 64, _tiny_ir)[1] == "built"
+    assert build.calls == 2
+    assert not root.exists()
+
+
+def test_clear_removes_entries_logs_and_tmp_but_keeps_the_ignore_files(tmp_path, quantized_cnn, cnn_inputs):
+    cache = ArtifactCache(tmp_path)
+    key = cache_key("program", "clear")
+    cache.get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    cache.get_or_build_ir(cache_key("ir", "clear"), _tiny_ir)
+    (tmp_path / "tmp" / f"{key}.1.stale").mkdir()
+    cache.clear()
+    assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
+    assert cache.build_log() == []
+    assert (tmp_path / ".gitignore").read_text() == "*\n" and (tmp_path / "CACHEDIR.TAG").exists()
+    leftovers = {p.name for p in tmp_path.iterdir()}
+    assert leftovers <= {".gitignore", "CACHEDIR.TAG", "locks", "tmp"}
+    build = Builder(lambda: quantized_cnn)
+    assert cache.get_or_build_program(key, build, cnn_inputs)[1] == "built" and build.calls == 1
+
+
+def test_unusable_cache_dir_names_the_dir_and_the_options(tmp_path):
+    root = tmp_path / "cache_is_a_file"
+    root.write_text("not a directory")  # tests run as root: permissions would not stop us
+    with pytest.raises(CacheError) as info:
+        ArtifactCache(root)
+    message = str(info.value)
+    assert str(root) in message
+    assert "--ovq-cache-dir" in message and "--ovq-no-cache" in message
+    assert isinstance(info.value, OVQuantError)
+    nested = root / "sub"
+    with pytest.raises(CacheError, match="--ovq-no-cache"):
+        ArtifactCache(nested)
+    ArtifactCache(nested, enabled=False)  # a disabled cache never touches the directory
+
+
+# -- OpenVINO IR -------------------------------------------------------------------------------
+def _tiny_ir() -> Any:
+    import openvino as ov
+
+    torch.manual_seed(3)
+    return ov.convert_model(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)))
+
+
+def test_ir_miss_then_hit_and_tampered_weights_rebuild(tmp_path, quantized_cnn, cnn_inputs):
+    import openvino as ov
+
+    key = cache_key("ir", "cnn")
+    build = Builder(lambda: export_to_openvino(quantized_cnn, cnn_inputs))
+    built, status = ArtifactCache(tmp_path).get_or_build_ir(key, build)
+    assert (status, build.calls) == ("built", 1)
+    loaded, status = ArtifactCache(tmp_path).get_or_build_ir(key, must_not_build)
+    assert status == "hit"
+    entry = tmp_path / key[:2] / key
+    assert {p.name for p in entry.iterdir()} == {"model.xml", "model.bin", "meta.json"}
+    core = ov.Core()
+    x = cnn_inputs[0].numpy()
+    expected = core.compile_model(built, "CPU")(x)[0]
+    torch.testing.assert_close(torch.from_numpy(core.compile_model(loaded, "CPU")(x)[0]), torch.from_numpy(expected))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in loaded.get_ordered_ops()) >= 4
+
+    data = bytearray((entry / "model.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (entry / "model.bin").write_bytes(bytes(data))
+    with pytest.warns(CacheWarning, match=f"{entry}.*modified model.bin"):
+        assert ArtifactCache(tmp_path).get_or_build_ir(key, build)[1] == "rebuilt"
+    assert build.calls == 2
+
+
+# -- integration with the artifact store ----------------------------------------------------------
+def _artifacts(store: ArtifactStore, model: torch.nn.Module, inputs: tuple, calibration: list) -> ModelArtifacts:
+    return ModelArtifacts(store, model, inputs, "small_cnn", calibration=lambda: calibration)
+
+
+def test_store_builds_then_a_new_session_hits_and_lowers_to_int8(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
+    config = make_config(("test", {"lowering": "export"}))
+    calibration = cnn_calibration[:8]
+    cold = ArtifactStore(cache=ArtifactCache(tmp_path))
+    artifacts = _artifacts(cold, small_cnn, cnn_inputs, calibration)
+    built = artifacts.quantized(config)
+    assert artifacts.quantized(config) is built  # the in-memory memo stays in front
+    lowered_cold = artifacts.lowered(config, quantized=True)
+    artifacts.lowered(config, quantized=False)
+    details = {r.step: r.detail for r in cold.records}
+    assert details["quantize"].endswith(", built"), details
+    assert details["lower INT8"].endswith("IR built") and details["lower FP32"].endswith("IR built"), details
+    assert {e.kind for e in cold.cache.build_log()} == {"program", "ir"} and len(cold.cache.build_log()) == 3
+
+    warm = ArtifactStore(cache=ArtifactCache(tmp_path))
+    artifacts = _artifacts(warm, small_cnn, cnn_inputs, calibration)
+    loaded = artifacts.quantized(config)
+    lowered_warm = artifacts.lowered(config, quantized=True)
+    artifacts.lowered(config, quantized=False)
+    details = {r.step: r.detail for r in warm.records}
+    assert details["quantize"].endswith(", cache hit"), details
+    assert details["lower INT8"].endswith("IR cache hit") and details["lower FP32"].endswith("IR cache hit")
+    assert len(warm.cache.build_log()) == 3  # nothing was built
+    assert lowered_warm.report.ok, lowered_warm.report.describe()
+    assert lowered_warm.report.int8_layers == lowered_cold.report.int8_layers == 3
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*cnn_inputs), built(*cnn_inputs), rtol=0, atol=0)
+    torch.testing.assert_close(lowered_warm(*cnn_inputs), lowered_cold(*cnn_inputs))
+
+
+def test_store_torch_compile_lowering_of_a_cached_program(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
+    config = make_config()
+    _artifacts(ArtifactStore(cache=ArtifactCache(tmp_path)), small_cnn, cnn_inputs, cnn_calibration[:8]).quantized(
+        config
+    )
+    warm = ArtifactStore(cache=ArtifactCache(tmp_path))
+    lowered = _artifacts(warm, small_cnn, cnn_inputs, cnn_calibration[:8]).lowered(config, quantized=True)
+    assert warm.records[0].detail.endswith("cache hit")
+    assert "IR" not in warm.records[1].detail  # torch.compile builds its IRs itself
+    assert lowered.report.ok and lowered.report.int8_layers == 3, lowered.report.describe()
+
+
+def test_config_calibration_and_weights_each_get_their_own_entry(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
+    base = make_config()
+    variants = [
+        (small_cnn, cnn_calibration[:8], base),
+        (small_cnn, cnn_calibration[:8], make_config(("test", {"preset": "mixed"}))),
+        (small_cnn, cnn_calibration[8:16], base),
+        (seeded(SmallCNN(), seed=1), cnn_calibration[:8], base),
+    ]
+    store = ArtifactStore(cache=ArtifactCache(tmp_path))
+    for model, calibration, config in variants:
+        _artifacts(store, model, cnn_inputs, calibration).quantized(config)
+    log = store.cache.build_log()
+    assert len(log) == 4 and len({e.key for e in log}) == 4
+    assert len(entries(tmp_path)) == 4
+    # the same four again in a new session: all loaded
+    warm = ArtifactStore(cache=ArtifactCache(tmp_path))
+    for model, calibration, config in variants:
+        _artifacts(warm, model, cnn_inputs, calibration).quantized(config)
+    assert [r.detail.rsplit(", ", 1)[1] for r in warm.records] == ["cache hit"] * 4
+    assert len(warm.cache.build_log()) == 4
+
+
+def test_store_with_disabled_cache_or_none_builds_in_memory_only(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
+    for store in (ArtifactStore(), ArtifactStore(cache=ArtifactCache(tmp_path / "off", enabled=False))):
+        _artifacts(store, small_cnn, cnn_inputs, cnn_calibration[:4]).quantized(make_config())
+        assert store.records[0].detail == "prepare_convert, 4 calibration item(s)"
+    assert not (tmp_path / "off").exists()
+
+
+# -- across processes --------------------------------------------------------------------------
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+
+    import torch
+
+    from pytest_ovquant.cache import ArtifactCache
+
+    root, key, go, marker, mode = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+    example = (torch.randn(2, 4),)
+    if mode == "kill-in-write":
+        real_save = torch.export.save
+
+        def slow_save(program, path):
+            Path(path).write_bytes(b"half an archive")
+            marker.write_text(str(os.getpid()))
+            time.sleep(120)
+
+        torch.export.save = slow_save
+
+    def build():
+        if mode == "kill-in-build":
+            marker.write_text(str(os.getpid()))
+            time.sleep(120)
+        time.sleep(1.0)  # long enough for every worker to be waiting on the lock
+        torch.manual_seed(0)
+        return torch.export.export(torch.nn.Linear(4, 3).eval(), example).module()
+
+    cache = ArtifactCache(root)
+    while not go.exists():
+        time.sleep(0.01)
+    module, status = cache.get_or_build_program(key, build, example)
+    out = module(torch.ones(2, 4))
+    print(json.dumps({"pid": os.getpid(), "status": status, "sum": float(out.sum())}))
+    """
+)
+
+
+def _start(tmp_path: Path, key: str, mode: str, name: str) -> subprocess.Popen:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "cache"), key, str(tmp_path / "go"), str(tmp_path / name), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_concurrent_processes_build_each_key_exactly_once(tmp_path):
+    key = cache_key("program", "concurrent")
+    workers = [_start(tmp_path, key, "normal", f"marker{i}") for i in range(4)]
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["status"] for r in results) == ["built", "hit", "hit", "hit"]
+    assert len({r["sum"] for r in results}) == 1  # every process got the same module
+    log = ArtifactCache(tmp_path / "cache").build_log(key)
+    assert len(log) == 1
+    assert log[0].pid == next(r["pid"] for r in results if r["status"] == "built")
+    assert tmp_dirs(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("mode", ["kill-in-build", "kill-in-write"])
+def test_process_killed_midway_publishes_nothing_and_the_next_run_rebuilds(tmp_path, mode):
+    key = cache_key("program", mode)
+    (tmp_path / "go").touch()
+    worker = _start(tmp_path, key, mode, "marker")
+    marker = tmp_path / "marker"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert worker.poll() is None, worker.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the worker never started building"
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=60)
+    assert worker.returncode == -signal.SIGKILL
+
+    root = tmp_path / "cache"
+    assert entries(root) == []
+    assert bool(tmp_dirs(root)) == (mode == "kill-in-write")  # the dead process's temp dir, if it got that far
+    probe = filelock.FileLock(str(root / "locks" / f"{key}.lock"), timeout=0)
+    probe.acquire()  # the OS released the dead process's flock
+    probe.release()
+
+    example = (torch.randn(2, 4),)
+    build = Builder(lambda: torch.export.export(torch.nn.Linear(4, 3).eval(), example).module())
+    _, status = ArtifactCache(root, lock_timeout=5).get_or_build_program(key, build, example)
+    assert (status, build.calls) == ("built", 1)
+    assert len(entries(root)) == 1 and tmp_dirs(root) == []
+    assert [e.pid for e in ArtifactCache(root).build_log(key)] == [os.getpid()]
