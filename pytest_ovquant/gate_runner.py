@@ -6,6 +6,7 @@ outcome says whether the test fails, xfails (a recorded known regression) or pas
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -28,7 +29,8 @@ from .gates import (
     parse_speedup,
 )
 from .measure.evaluation import Progress, evaluate
-from .measure.latency import measure_speedup
+from .measure.exclusive import MachineLock
+from .measure.latency import measure_speedup_adaptive
 from .references import MetricValues, ReferenceStore, SpeedupValues, TestReference, split_node_id
 
 
@@ -102,6 +104,8 @@ class GateOutcome:
                     "allowed": r.allowed,
                     "status": r.status,
                     "reasons": r.reasons,
+                    "interval": r.interval,
+                    "notes": r.notes,
                 }
                 for r in self.rows
             ],
@@ -166,31 +170,42 @@ def run_gates(
     machine_details: dict[str, Any],
     mode: UpdateMode,
     progress: Progress | None = None,
+    machine_lock: MachineLock | None = None,
 ) -> GateOutcome:
     reference = store.get(node_id)
     rows: list[GateRow] = []
+    shared = machine_lock.shared if machine_lock is not None else contextlib.nullcontext
+    exclusive = machine_lock.exclusive if machine_lock is not None else contextlib.nullcontext
     if plan.accuracy:
         batch = example_inputs[0].shape[0] if example_inputs and hasattr(example_inputs[0], "shape") else 1
-        results = evaluate(
+        with shared():
+            results = evaluate(
             fp32_model,
             int8_model,
-            eval_dataset if eval_dataset is not None else [],
-            [gate.metric for gate in plan.accuracy],
-            batch_size=batch,
-            progress=progress,
-        )
+                eval_dataset if eval_dataset is not None else [],
+                [gate.metric for gate in plan.accuracy],
+                batch_size=batch,
+                progress=progress,
+            )
         for gate in plan.accuracy:
             ref_values = reference.metrics.get(gate.metric.name) if reference is not None else None
             rows.append(decide_accuracy(gate, results[gate.metric.name], ref_values))
     if plan.speedup is not None:
         assert baseline_model is not None
-        measurement = measure_speedup(
-            lambda: baseline_model(*example_inputs),
-            lambda: int8_model(*example_inputs),
-            baseline_name=plan.speedup.baseline,
-            rounds=plan.speedup.rounds,
-            warmup=plan.speedup.warmup,
-        )
+        with exclusive():  # alone on the machine: no other worker builds or evaluates meanwhile
+            gate = plan.speedup
+            measurement = measure_speedup_adaptive(
+                lambda: baseline_model(*example_inputs),
+                lambda: int8_model(*example_inputs),
+                baseline_name=gate.baseline,
+                warmup=gate.warmup,
+                min_rounds=gate.rounds,
+                max_rounds=gate.max_rounds,
+                target_relative_width=gate.target_width,
+                budget_seconds=gate.budget,
+                threshold=gate.min,
+                confidence=gate.confidence,
+            )
         ref_speed = reference.speedup if reference is not None else None
         row = decide_speedup(plan.speedup, measurement, ref_speed, machine)
         row.fp32 = measurement.baseline_median_ms

@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .measure.evaluation import MetricResult
 from .measure.latency import SpeedupMeasurement
 from .measure.metrics import Metric, resolve_metric
+from .measure.statistics import Interval, decide_on_interval, paired_drop_interval
 from .references import MetricValues, SpeedupValues
 
 ACCURACY_MARKER = "ovq_accuracy"
@@ -36,6 +37,7 @@ class AccuracyGate:
     max_relative_drop: float | None = None
     min_value: float | None = None
     tolerance: float = DEFAULT_ACCURACY_TOLERANCE
+    decide_on: str = "point"  # "point" | "interval": max_drop judged on the paired bootstrap interval
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,12 @@ class SpeedupGate:
     min: float
     baseline: str = "eager"
     tolerance: float = DEFAULT_SPEEDUP_TOLERANCE
-    rounds: int = 30
+    rounds: int = 10  # minimum interleaved pairs; more are added until the interval settles
     warmup: int = 3
+    max_rounds: int = 400
+    budget: float = 30.0  # seconds of timing per test at most
+    target_width: float = 0.03  # stop when the interval is this narrow relative to the median
+    confidence: float = 0.95
 
 
 def _number(source: str, key: str, value: Any, *, minimum: float | None = None, strictly: bool = False) -> float:
@@ -65,8 +71,9 @@ def _check_kwargs(source: str, mark: Any, allowed: tuple[str, ...]) -> dict[str,
     return dict(mark.kwargs)
 
 
-ACCURACY_KEYS = ("metric", "max_drop", "max_relative_drop", "min_value", "tolerance")
-SPEEDUP_KEYS = ("min", "baseline", "tolerance", "rounds", "warmup")
+ACCURACY_KEYS = ("metric", "max_drop", "max_relative_drop", "min_value", "tolerance", "decide_on")
+SPEEDUP_KEYS = ("min", "baseline", "tolerance", "rounds", "warmup", "max_rounds", "budget", "target_width", "confidence")
+DECIDE_ON = ("point", "interval")
 
 
 def parse_accuracy(mark: Any, source: str) -> AccuracyGate:
@@ -84,7 +91,10 @@ def parse_accuracy(mark: Any, source: str) -> AccuracyGate:
         ),
         min_value=_number(source, "min_value", kwargs["min_value"]) if kwargs.get("min_value") is not None else None,
         tolerance=_number(source, "tolerance", kwargs.get("tolerance", DEFAULT_ACCURACY_TOLERANCE), minimum=0),
+        decide_on=kwargs.get("decide_on", "point"),
     )
+    if gate.decide_on not in DECIDE_ON:
+        raise ConfigError(f"{source}: decide_on={gate.decide_on!r} is not valid; expected one of {', '.join(DECIDE_ON)}")
     if (gate.max_drop is not None or gate.max_relative_drop is not None) and metric.kind == "fidelity" and metric.ideal is None:
         raise ConfigError(f"{source}: metric {metric.name!r} has no FP32 value to drop from; use min_value=")
     return gate
@@ -97,17 +107,27 @@ def parse_speedup(mark: Any, source: str) -> SpeedupGate:
     baseline = kwargs.get("baseline", "eager")
     if baseline not in BASELINES:
         raise ConfigError(f"{source}: baseline={baseline!r} is not valid; expected one of {', '.join(BASELINES)}")
-    rounds = kwargs.get("rounds", 30)
-    warmup = kwargs.get("warmup", 3)
-    for key, value, low in (("rounds", rounds, 1), ("warmup", warmup, 0)):
+    rounds = kwargs.get("rounds", SpeedupGate.rounds)
+    warmup = kwargs.get("warmup", SpeedupGate.warmup)
+    max_rounds = kwargs.get("max_rounds", max(SpeedupGate.max_rounds, rounds if isinstance(rounds, int) else 0))
+    for key, value, low in (("rounds", rounds, 1), ("warmup", warmup, 0), ("max_rounds", max_rounds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{source}: {key}={value!r} must be an integer >= {low}")
+    if max_rounds < rounds:
+        raise ConfigError(f"{source}: max_rounds={max_rounds} is below rounds={rounds}")
+    confidence = _number(source, "confidence", kwargs.get("confidence", SpeedupGate.confidence), minimum=0, strictly=True)
+    if confidence >= 1:
+        raise ConfigError(f"{source}: confidence={confidence!r} must be between 0 and 1")
     return SpeedupGate(
         min=_number(source, "min", kwargs["min"], minimum=0, strictly=True),
         baseline=baseline,
         tolerance=_number(source, "tolerance", kwargs.get("tolerance", DEFAULT_SPEEDUP_TOLERANCE), minimum=0),
         rounds=rounds,
         warmup=warmup,
+        max_rounds=max_rounds,
+        budget=_number(source, "budget", kwargs.get("budget", SpeedupGate.budget), minimum=0, strictly=True),
+        target_width=_number(source, "target_width", kwargs.get("target_width", SpeedupGate.target_width), minimum=0, strictly=True),
+        confidence=confidence,
     )
 
 
@@ -125,6 +145,8 @@ class GateRow:
     allowed: str = ""
     status: str = PASS
     reasons: list[str] = field(default_factory=list)
+    interval: list[float] | None = None  # [low, high] of the INT8 speedup, or of the accuracy drop
+    notes: list[str] = field(default_factory=list)  # how a close call was decided
 
     @property
     def threshold_failed(self) -> bool:
@@ -146,9 +168,19 @@ def decide_accuracy(gate: AccuracyGate, result: MetricResult, reference: MetricV
         row.status = FAIL
         row.allowed = "a finite value"
         return row
+    interval = drop_interval(result)
+    if interval is not None:
+        row.interval = [interval.low, interval.high]
     if gate.max_drop is not None and drop is not None:
         allowed.append(f"drop <= {_fmt(gate.max_drop)}")
-        if drop > gate.max_drop + _EPS:
+        if gate.decide_on == "interval" and interval is not None:
+            if interval.low > gate.max_drop + _EPS:
+                row.reasons.append(f"drop {interval.describe()} lies above max_drop {_fmt(gate.max_drop)}")
+            elif interval.high > gate.max_drop + _EPS:
+                row.notes.append(f"drop {interval.describe()} straddles max_drop {_fmt(gate.max_drop)}: decided on the point drop {_fmt(drop)}")
+                if drop > gate.max_drop + _EPS:
+                    row.reasons.append(f"drop {_fmt(drop)} > max_drop {_fmt(gate.max_drop)} (interval straddles)")
+        elif drop > gate.max_drop + _EPS:
             row.reasons.append(f"drop {_fmt(drop)} > max_drop {_fmt(gate.max_drop)}")
     if gate.max_relative_drop is not None and drop is not None and result.fp32:
         relative = drop / abs(result.fp32)
@@ -178,13 +210,33 @@ def decide_accuracy(gate: AccuracyGate, result: MetricResult, reference: MetricV
     return row
 
 
+def _interval_verdict(measurement: SpeedupMeasurement, threshold: float) -> tuple[bool, str | None]:
+    """(meets threshold?, note) deciding on the interval, or on the median when it straddles."""
+    interval = measurement.interval
+    if interval is None:
+        return measurement.speedup >= threshold, None
+    decision = decide_on_interval(interval, threshold, budget_exhausted=True)
+    assert decision is not None  # budget_exhausted=True always decides
+    note = decision.reason if decision.basis != "interval" else None
+    return decision.verdict == "pass", note
+
+
 def decide_speedup(
     gate: SpeedupGate, measurement: SpeedupMeasurement, reference: SpeedupValues | None, machine: str
 ) -> GateRow:
     value = measurement.speedup
     row = GateRow("speedup", f"speedup vs {gate.baseline}", value)
+    if measurement.interval is not None:
+        row.interval = [measurement.interval.low, measurement.interval.high]
+        row.notes.append(
+            f"{measurement.rounds} interleaved pairs, stopped: {measurement.stopped_because}; "
+            f"{measurement.interval.describe()}"
+        )
     row.allowed = f">= {gate.min:g}x; reference -{gate.tolerance:.0%}"
-    if value < gate.min:
+    meets_min, note = _interval_verdict(measurement, gate.min)
+    if note:
+        row.notes.append(note)
+    if not meets_min:
         row.reasons.append(f"speedup {value:.3g}x < min {gate.min:g}x")
     if reference is None:
         row.status = FAIL if row.reasons else NEW
@@ -196,15 +248,39 @@ def decide_speedup(
         row.status = FAIL if row.reasons else NOT_COMPARED
         row.allowed += f"; reference from {why}: not compared"
         return row
-    relative = row.difference / reference.value
-    if relative < -gate.tolerance:
+    floor = reference.value * (1 - gate.tolerance)
+    meets_floor, note = _interval_verdict(measurement, floor)
+    if note:
+        row.notes.append(note)
+    if not meets_floor:
+        relative = row.difference / reference.value
         row.reasons.append(
             f"reference: speedup {value:.3g}x is {-relative:.1%} below the reference {reference.value:.3g}x "
             f"(tolerance {gate.tolerance:.0%})"
         )
     if row.reasons:
         row.status = FAIL
-    elif relative > gate.tolerance:
+        return row
+    ceiling = reference.value * (1 + gate.tolerance)
+    clearly_above = measurement.interval.low > ceiling if measurement.interval is not None else value > ceiling
+    if clearly_above:
         row.status = IMPROVED
-        row.reasons.append(f"speedup {value:.3g}x is {relative:.1%} above the reference {reference.value:.3g}x")
+        row.reasons.append(
+            f"speedup {value:.3g}x is {row.difference / reference.value:.1%} above the reference {reference.value:.3g}x"
+        )
     return row
+
+
+def drop_interval(result: MetricResult) -> Interval | None:
+    """Paired bootstrap interval of the drop (FP32 vs INT8 on the same samples), when it has one."""
+    metric = result.metric
+    if result.samples < 3 or result.drop is None:
+        return None
+    int8 = result.int8_samples.double().numpy()
+    if result.fp32_samples is not None:
+        fp32 = result.fp32_samples.double().numpy()
+    elif metric.ideal is not None:
+        fp32 = [metric.ideal] * len(int8)
+    else:
+        return None
+    return paired_drop_interval(fp32, int8, higher_is_better=metric.higher_is_better, aggregate=metric.aggregate)

@@ -6,6 +6,7 @@ terminal output in ``report`` / ``progress``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .errors import ConfigError
 from .flow.lower import LoweredModel
 from .gate_runner import GateOutcome, GatePlan, UpdateMode, outcome_from_dict, plan_for, run_gates
 from .measure import machine
+from .measure.exclusive import MachineLock, default_lock_path
 from .progress import ProgressPrinter, SampleProgress
 from .references import ReferenceStore, TestReference, split_node_id
 from .verify import LoweringReport
@@ -40,6 +42,7 @@ class SessionState:
     mode: UpdateMode
     option_layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     outcomes: list[GateOutcome] = field(default_factory=list)
+    machine_lock: MachineLock | None = None  # timed sections alone, across xdist workers
     remote_lowerings: list[dict[str, Any]] = field(default_factory=list)  # sent by xdist workers
     written_references: list[Path] = field(default_factory=list)
     _machine: tuple[str, dict[str, Any]] | None = None
@@ -98,7 +101,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     reference_dir = config.getoption("ovq_reference_dir") or config.getini("ovq_reference_dir") or "reference_metrics"
     references = ReferenceStore(Path(config.rootpath, reference_dir), compat.stack_versions())
-    state = SessionState(store=store, references=references, mode=mode)
+    state = SessionState(
+        store=store,
+        references=references,
+        mode=mode,
+        machine_lock=MachineLock(default_lock_path(config.rootpath)),
+    )
     try:
         state.option_layers = options.config_layers(config)
         make_config(*state.option_layers)  # fail fast on a bad --ovq-* / ini value
@@ -162,6 +170,7 @@ def _run_gates(item: pytest.Item) -> None:
         machine_details=details,
         mode=state.mode,
         progress=SampleProgress(item.config, f"evaluating {context.model_name}", context.eval_dataset),
+        machine_lock=state.machine_lock,
     )
     state.outcomes.append(gated)
     item.user_properties.extend(results.junit_properties(gated))
@@ -306,25 +315,36 @@ def ovq_artifacts(
     request: pytest.FixtureRequest, ovq_model: torch.nn.Module, ovq_example_inputs: tuple[Any, ...], ovq_model_name: str
 ) -> ModelArtifacts:
     """Build-once access to this model's exported / quantized / lowered artifacts."""
-    return ModelArtifacts(
-        request.config.stash[SESSION_KEY].store,
+    state = request.config.stash[SESSION_KEY]
+    artifacts = ModelArtifacts(
+        state.store,
         ovq_model,
         ovq_example_inputs,
         ovq_model_name,
         calibration=lambda: request.getfixturevalue("ovq_calibration_dataset"),
     )
+    artifacts.machine_lock = state.machine_lock  # type: ignore[attr-defined]
+    return artifacts
 
 
 @pytest.fixture
 def ovq_exported_model(ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig) -> torch.fx.GraphModule:
     """``torch.export.export(ovq_model, ovq_example_inputs).module()``."""
-    return ovq_artifacts.exported(ovq_config)
+    with _heavy_work(ovq_artifacts):
+        return ovq_artifacts.exported(ovq_config)
 
 
 @pytest.fixture
 def ovq_quantized_model(ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig) -> torch.fx.GraphModule:
     """The exported model quantized with OpenVINOQuantizer (quantize/dequantize pairs, not folded)."""
-    return ovq_artifacts.quantized(ovq_config)
+    with _heavy_work(ovq_artifacts):
+        return ovq_artifacts.quantized(ovq_config)
+
+
+def _heavy_work(artifacts: ModelArtifacts) -> Any:
+    """Builds run beside other workers' builds, never beside a timed section."""
+    lock = getattr(artifacts, "machine_lock", None)
+    return lock.shared() if lock is not None else contextlib.nullcontext()
 
 
 def _serve(request: pytest.FixtureRequest, lowered: LoweredModel, config: QuantizeConfig) -> LoweredModel:
@@ -337,7 +357,9 @@ def ovq_compiled_model(
     request: pytest.FixtureRequest, ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig
 ) -> LoweredModel:
     """The INT8 model lowered to OpenVINO; the test fails if it does not really run int8."""
-    return _serve(request, ovq_artifacts.lowered(ovq_config, quantized=True), ovq_config)
+    with _heavy_work(ovq_artifacts):
+        lowered = ovq_artifacts.lowered(ovq_config, quantized=True)
+    return _serve(request, lowered, ovq_config)
 
 
 @pytest.fixture
@@ -345,7 +367,9 @@ def ovq_compiled_fp32_model(
     request: pytest.FixtureRequest, ovq_artifacts: ModelArtifacts, ovq_config: QuantizeConfig
 ) -> LoweredModel:
     """The FP32 model lowered the same way (the speed baseline); fails on a fallback to inductor."""
-    return _serve(request, ovq_artifacts.lowered(ovq_config, quantized=False), ovq_config)
+    with _heavy_work(ovq_artifacts):
+        lowered = ovq_artifacts.lowered(ovq_config, quantized=False)
+    return _serve(request, lowered, ovq_config)
 
 
 @pytest.fixture

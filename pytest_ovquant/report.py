@@ -80,8 +80,10 @@ def gate_rows_table(rows: Sequence["GateRow"]) -> list[str]:
                 r.gate,
                 r.name,
                 f"{_fmt(r.fp32, 2)} ms" if speed and r.fp32 is not None else _fmt(r.fp32),
-                f"{_fmt(r.int8, 3)}x" if speed else _fmt(r.int8),
-                _fmt(r.drop),
+                (f"{_fmt(r.int8, 3)}x" + (f" [{r.interval[0]:.3g}, {r.interval[1]:.3g}]" if r.interval else ""))
+                if speed
+                else _fmt(r.int8),
+                _fmt(r.drop) + (f" [{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval and not speed else ""),
                 (f"{_fmt(r.reference, 3)}x" if speed else _fmt(r.reference)) if r.reference is not None else "-",
                 _fmt(r.difference),
                 r.allowed,
@@ -100,6 +102,7 @@ def gate_failure_message(outcome: "GateOutcome") -> str:
     lines += gate_rows_table(outcome.rows)
     for row in outcome.rows:
         lines += [f"- {row.name}: {reason}" for reason in row.reasons]
+        lines += [f"  {row.name}: {note}" for note in row.notes]
     missing = any(r.status == "no reference" for r in outcome.rows)
     if outcome.updated:
         lines.append(f"reference updated in {outcome.reference_file}: review the diff, then rerun")

@@ -160,7 +160,8 @@ def test_parse_speedup_valid():
 
 def test_parse_speedup_defaults():
     gate = speed(min=2)
-    assert gate == SpeedupGate(min=2.0, baseline="eager", tolerance=DEFAULT_SPEEDUP_TOLERANCE, rounds=30, warmup=3)
+    assert gate == SpeedupGate(min=2.0, baseline="eager", tolerance=DEFAULT_SPEEDUP_TOLERANCE, rounds=10, warmup=3)
+    assert (gate.max_rounds, gate.budget, gate.target_width, gate.confidence) == (400, 30.0, 0.03, 0.95)
     assert isinstance(gate.min, float)
 
 
@@ -761,3 +762,69 @@ def test_run_gates_outcome_to_dict(store):
     assert data["machine"] == "m1"
     assert data["rows"][0]["status"] == NEW
     assert data["rows"][0]["int8"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# decisions on intervals (synthetic timings)
+
+
+def _measurement_with_interval(median: float, low: float, high: float) -> SpeedupMeasurement:
+    from pytest_ovquant.measure.statistics import Interval
+
+    return SpeedupMeasurement(
+        "eager",
+        [median] * 20,
+        [1.0] * 20,
+        interval=Interval(estimate=median, low=low, high=high, confidence=0.95, n=20, method="percentile"),
+        stopped_because="budget",
+        budget_exhausted=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("median", "low", "high", "status", "basis"),
+    [
+        (2.0, 1.9, 2.1, PASS, None),  # interval clears min=1.5
+        (1.2, 1.1, 1.3, FAIL, None),  # interval below min
+        (1.55, 1.4, 1.7, PASS, "decided on the median"),  # straddles: median above
+        (1.45, 1.3, 1.6, FAIL, "decided on the median"),  # straddles: median below
+    ],
+)
+def test_speed_gate_decides_on_the_interval_and_says_when_it_used_the_median(median, low, high, status, basis):
+    row = decide_speedup(speed(min=1.5), _measurement_with_interval(median, low, high), None, "m1")
+    assert row.status == (NEW if status == PASS else FAIL)
+    assert row.interval == [low, high]
+    notes = " ".join(row.notes)
+    if basis:
+        assert basis in notes and "straddles 1.50" in notes
+    else:
+        assert "median" not in notes.split("stopped")[0]
+
+
+def test_speed_reference_comparison_uses_the_interval():
+    reference = SpeedupValues(value=2.0, baseline="eager", machine="m1")
+    # floor = 1.8 with tolerance 10%: [1.7, 1.95] straddles, median 1.85 >= floor -> passes with a note
+    row = decide_speedup(speed(min=1.0), _measurement_with_interval(1.85, 1.7, 1.95), reference, "m1")
+    assert row.status == PASS and any("straddles 1.80" in n for n in row.notes)
+    # clearly below the floor
+    row = decide_speedup(speed(min=1.0), _measurement_with_interval(1.5, 1.4, 1.6), reference, "m1")
+    assert row.status == FAIL and row.reasons[0].startswith("reference:")
+    # improved only when the whole interval is above the ceiling (2.2)
+    assert decide_speedup(speed(min=1.0), _measurement_with_interval(2.5, 2.3, 2.7), reference, "m1").status == IMPROVED
+    assert decide_speedup(speed(min=1.0), _measurement_with_interval(2.3, 2.1, 2.5), reference, "m1").status == PASS
+
+
+def test_accuracy_interval_decision_on_max_drop():
+    metric = resolve_metric("top1", "test")
+    n = 400
+    fp32 = torch.ones(n, dtype=torch.float64)
+    int8 = fp32.clone()
+    int8[:8] = 0  # drop 0.02 with a paired interval of about [0.008, 0.035]
+    result = MetricResult(metric, fp32=1.0, int8=float(int8.mean()), fp32_samples=fp32, int8_samples=int8)
+    straddling = acc(metric="top1", max_drop=0.025, decide_on="interval")
+    row = decide_accuracy(straddling, result, None)
+    assert row.interval is not None and row.interval[0] < 0.02 < row.interval[1]
+    assert row.status == NEW and any("straddles max_drop" in n for n in row.notes)
+    above = acc(metric="top1", max_drop=0.005, decide_on="interval")
+    assert decide_accuracy(above, result, None).status == FAIL
+    assert "lies above max_drop" in decide_accuracy(above, result, None).reasons[0]

@@ -11,12 +11,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .statistics import Interval, measure_until_narrow
+
 
 @dataclass
 class SpeedupMeasurement:
     baseline: str
     baseline_seconds: list[float] = field(repr=False)
     candidate_seconds: list[float] = field(repr=False)
+    interval: Interval | None = None  # bootstrap CI of the median per-pair ratio
+    stopped_because: str = "rounds"  # rounds | narrow | decided | max_rounds | budget
+    budget_exhausted: bool = False
 
     @property
     def ratios(self) -> list[float]:
@@ -71,3 +76,51 @@ def measure_speedup(
             cand.append(_time_call(candidate))
             base.append(_time_call(baseline))
     return SpeedupMeasurement(baseline_name, base, cand)
+
+
+def measure_speedup_adaptive(
+    baseline: Callable[[], Any],
+    candidate: Callable[[], Any],
+    *,
+    baseline_name: str,
+    warmup: int = 3,
+    min_rounds: int = 10,
+    max_rounds: int = 400,
+    target_relative_width: float = 0.03,
+    budget_seconds: float = 30.0,
+    threshold: float | None = None,
+    confidence: float = 0.95,
+) -> SpeedupMeasurement:
+    """Warm up, then add interleaved pairs until the speedup's interval is narrow, decides the
+    threshold, or the time budget runs out (``statistics.measure_until_narrow``)."""
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    pair_index = 0
+
+    def sample_pair() -> tuple[float, float]:
+        nonlocal pair_index
+        pair_index += 1
+        if pair_index % 2:
+            base = _time_call(baseline)
+            return base, _time_call(candidate)
+        cand = _time_call(candidate)
+        return _time_call(baseline), cand
+
+    result = measure_until_narrow(
+        sample_pair,
+        min_rounds=min_rounds,
+        max_rounds=max_rounds,
+        target_relative_width=target_relative_width,
+        budget_seconds=budget_seconds,
+        threshold=threshold,
+        confidence=confidence,
+    )
+    return SpeedupMeasurement(
+        baseline_name,
+        list(result.baseline_seconds),
+        list(result.candidate_seconds),
+        interval=result.interval,
+        stopped_because=result.stopped_because,
+        budget_exhausted=result.budget_exhausted,
+    )
