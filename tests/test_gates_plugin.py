@@ -55,7 +55,7 @@ GATED_TESTS = textwrap.dedent(
 
     # a tiny model on a shared machine: timing noise is large, so the reference tolerance is wide
     # (the statistics that make a tight speed gate possible are a separate piece of work)
-    @pytest.mark.ovq_speedup(min=0.001, rounds=10, warmup=2, tolerance=0.9)
+    @pytest.mark.ovq_speedup(min=0.001, rounds=10, warmup=2, tolerance=0.9, budget=3)
     def test_speed():
         pass
     """
@@ -173,7 +173,7 @@ def test_thresholds_in_code_fail_without_any_reference_involved(project):
         def test_accuracy():
             pass
 
-        @pytest.mark.ovq_speedup(min=10000, rounds=3, warmup=1)
+        @pytest.mark.ovq_speedup(min=10000, rounds=3, warmup=1, budget=2)
         def test_speed():
             pass
         """
