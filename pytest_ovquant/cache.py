@@ -130,16 +130,25 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _register_quantized_ops() -> None:
+def _register_quantized_ops(*, everything: bool = False) -> None:
     """Import the modules that define the ops a quantized program uses, so it deserializes.
 
     ``torch.export.load`` resolves ``quantized_decomposed.*`` only if they are registered; a
-    fresh process has not imported them yet.
+    fresh process has not imported them yet. ``everything`` also imports the pt2e module
+    (torchao: ~1 s), only needed for programs using its own ops.
     """
     with contextlib.suppress(Exception):
         import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed.*)
-    with contextlib.suppress(Exception):
-        compat.find_pt2e_functions()  # torchao's pt2e registers its own ops where it exists
+    if everything:
+        with contextlib.suppress(Exception):
+            compat.find_pt2e_functions()
+
+
+def _load_program(path: Path) -> torch.fx.GraphModule:
+    with warnings.catch_warnings():
+        # torch 2.9 warns once that the archive's buffer is read-only; the tensors are copied
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.export.load(path).module()
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -198,10 +207,11 @@ class ArtifactCache:
 
         def load(entry: Path) -> torch.fx.GraphModule:
             _register_quantized_ops()
-            with warnings.catch_warnings():
-                # torch 2.9 warns once that the archive's buffer is read-only; the tensors are copied
-                warnings.filterwarnings("ignore", message="The given buffer is not writable")
-                return torch.export.load(entry / PROGRAM_NAME).module()
+            try:
+                return _load_program(entry / PROGRAM_NAME)
+            except Exception:  # an op from a module not imported yet: import it, try once more
+                _register_quantized_ops(everything=True)
+                return _load_program(entry / PROGRAM_NAME)
 
         return self._get_or_build(key, "program", build, write, load)
 

@@ -494,6 +494,49 @@ def _start(tmp_path: Path, key: str, mode: str, name: str) -> subprocess.Popen:
     )
 
 
+FRESH_LOADER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+
+    import torch
+
+    from pytest_ovquant.cache import ArtifactCache
+    from pytest_ovquant.config import make_config
+    from pytest_ovquant.flow import lower
+
+    def must_not_build():
+        raise AssertionError("built in the fresh process")
+
+    root, key, inputs = Path(sys.argv[1]), sys.argv[2], (torch.load(sys.argv[3], weights_only=True),)
+    module, status = ArtifactCache(root).get_or_build_program(key, must_not_build, inputs)
+    report = lower(module, inputs, make_config(("t", {"lowering": "export"})), quantized=True).report
+    print(json.dumps({"status": status, "ok": report.ok, "int8": report.int8_layers, "sum": float(module(*inputs).sum())}))
+    """
+)
+
+
+def test_a_fresh_process_loads_a_quantized_program_and_lowers_it_to_int8(tmp_path, quantized_cnn, cnn_inputs):
+    """A warm run is a new process: the quantized ops must be registered before torch.export.load."""
+    key = cache_key("program", "fresh-process")
+    ArtifactCache(tmp_path / "cache").get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
+    torch.save(cnn_inputs[0], tmp_path / "inputs.pt")
+    (tmp_path / "loader.py").write_text(FRESH_LOADER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "loader.py"), str(tmp_path / "cache"), key, str(tmp_path / "inputs.pt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["status"], result["ok"], result["int8"]) == ("hit", True, 3)
+    with torch.no_grad():
+        assert result["sum"] == pytest.approx(float(quantized_cnn(*cnn_inputs).sum()), abs=1e-6)
+
+
 def test_concurrent_processes_build_each_key_exactly_once(tmp_path):
     key = cache_key("program", "concurrent")
     workers = [_start(tmp_path, key, "normal", f"marker{i}") for i in range(4)]

@@ -75,6 +75,16 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:logging", "--strict-markers", *args, timeout=600)
 
 
+# As syrupy's own suite does: the flows that write references run without xdist, with -n 0 and
+# with two real workers, whose results and reference updates must reach the controller.
+XDIST_MODES = {"no-xdist": ("-p", "no:xdist"), "n0": ("-n", "0"), "n2": ("-n", "2")}
+
+
+@pytest.fixture(params=sorted(XDIST_MODES))
+def xdist_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return XDIST_MODES[request.param]
+
+
 def load_reference(pytester: pytest.Pytester) -> dict:
     return yaml.safe_load((pytester.path / REFERENCE).read_text())
 
@@ -85,8 +95,8 @@ def edit_reference(pytester: pytest.Pytester, edit) -> None:
     (pytester.path / REFERENCE).write_text(yaml.safe_dump(data))
 
 
-def test_missing_reference_then_update_refs_then_pass(project):
-    first = run(project)
+def test_missing_reference_then_update_refs_then_pass(project, xdist_args):
+    first = run(project, *xdist_args)
     first.assert_outcomes(failed=2)
     out = first.stdout.str()
     assert "no reference for this test in" in out
@@ -94,7 +104,7 @@ def test_missing_reference_then_update_refs_then_pass(project):
     assert "INT8 (obtained)" in out and "allowed" in out  # the obtained/reference/difference table
     assert not (project.path / REFERENCE).exists()  # nothing is written unless asked
 
-    update = run(project, "--ovq-update-refs")
+    update = run(project, "--ovq-update-refs", *xdist_args)
     update.assert_outcomes(failed=2)  # tests that had no reference still fail this run
     assert "reference updated in" in update.stdout.str()
     data = load_reference(project)
@@ -106,7 +116,7 @@ def test_missing_reference_then_update_refs_then_pass(project):
     assert entry["environment"]["torch"] == compat.stack_versions()["torch"]
     assert data["tests"]["test_speed"]["speedup"]["baseline"] == "eager"
 
-    again = run(project, "--junitxml=junit.xml", "--ovq-results=results.json")
+    again = run(project, "--junitxml=junit.xml", "--ovq-results=results.json", *xdist_args)
     again.assert_outcomes(passed=2)
     summary = again.stdout.str()[again.stdout.str().index("ovquant gates") :]
     assert "test_gated.py::test_accuracy" in summary and "passed" in summary
@@ -121,8 +131,8 @@ def test_missing_reference_then_update_refs_then_pass(project):
     assert "ovq_speedup" in props
 
 
-def test_regressions_improvements_strict_xfail_and_regen_all(project):
-    run(project, "--ovq-update-refs")
+def test_regressions_improvements_strict_xfail_and_regen_all(project, xdist_args):
+    run(project, "--ovq-update-refs", *xdist_args)
     recorded = load_reference(project)["tests"]
 
     # a reference better than what INT8 gets: a regression beyond the tolerance fails
@@ -155,7 +165,7 @@ def test_regressions_improvements_strict_xfail_and_regen_all(project):
     slow = run(project, "-k", "test_speed")
     slow.assert_outcomes(failed=1, deselected=1)
     assert "below the reference" in slow.stdout.str()
-    regen = run(project, "--ovq-regen-all")
+    regen = run(project, "--ovq-regen-all", *xdist_args)
     regen.assert_outcomes(passed=2)
     rewritten = load_reference(project)["tests"]
     assert rewritten["test_speed"]["speedup"]["value"] < 1000.0

@@ -11,6 +11,12 @@ import torch
 
 from pytest_ovquant.errors import LoweringError
 
+# The models the default-config checks below run on. The other zoo models have their own modules
+# with the configs they need (test_gelu_presets.py, test_minilm.py): a default-config quantization of
+# MiniLM would cost half a minute and test a config nobody uses for a transformer.
+CNN_MODELS = ["digits_cnn", "mobilenet_v3_small", "resnet18"]
+cnn_models = pytest.mark.parametrize("zoo_name", CNN_MODELS, indirect=True)
+
 # Random weights make a harder case than trained ones (no dominant class), so the bound is loose;
 # a broken quantization gives cosine ~0.
 MIN_COSINE_TO_FP32 = 0.9
@@ -20,7 +26,8 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
 
 
-def test_int8_torch_compile_lowering(ovq_compiled_model, ovq_model, ovq_example_inputs):
+@cnn_models
+def test_int8_torch_compile_lowering(zoo_name, ovq_compiled_model, ovq_model, ovq_example_inputs):
     report = ovq_compiled_model.report
     assert report.lowering == "torch.compile"
     assert report.n_irs == 1, report.describe()
@@ -56,7 +63,8 @@ def test_int8_export_lowering(zoo_name, ovq_compiled_model, ovq_model, ovq_examp
         assert _cosine(ovq_compiled_model(*ovq_example_inputs), ovq_model(*ovq_example_inputs)) > MIN_COSINE_TO_FP32
 
 
-def test_fp32_baseline_runs_in_openvino(ovq_compiled_fp32_model, ovq_model, ovq_example_inputs):
+@cnn_models
+def test_fp32_baseline_runs_in_openvino(zoo_name, ovq_compiled_fp32_model, ovq_model, ovq_example_inputs):
     report = ovq_compiled_fp32_model.report
     assert report.n_irs == 1 and report.fake_quantize == 0
     with torch.no_grad():

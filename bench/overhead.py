@@ -1,0 +1,302 @@
+"""The plugin's overhead: (a) its speedup vs a bare script's, (b) cold vs warm wall time of the suite.
+
+Run from the project root:
+
+    .venv/bin/python bench/overhead.py                          # (a) 3 bare + 3 plugin runs, then (b)
+    .venv/bin/python bench/overhead.py --repeats 2 --pairs 200 --skip-suite
+    .venv/bin/python bench/overhead.py --skip-speedup           # only (b)
+    PYTHONPATH=. .venv-legacy/bin/python bench/overhead.py      # the legacy stack
+
+(a) Same model, same run: does the plugin measure the speedup a bare script measures?
+resnet18 (torchvision, random weights ``torch.manual_seed(0)``, eval), built as the root
+``conftest.py`` zoo builds it (example input: one 1x3x224x224 random image, seed 1; calibration: 8
+images, seed 2; default config; default ``torch.compile`` lowering). In this process the INT8 model
+is built once; then, alternating (bare, plugin, bare, plugin, ...; ``--repeats`` of each):
+
+- bare: a plain loop, ``--pairs`` pairs of (eager call, INT8 call) after 3 warm-up pairs, each call
+  timed with ``time.perf_counter``; the speedup is the median of the per-pair ratios eager/INT8.
+  Two flavours are timed back to back in each bare slot: eager under ``torch.no_grad()`` (what a
+  script would write) and eager with grad enabled (how the plugin's gate calls ``ovq_model``);
+- plugin: a real pytest session in a subprocess (same interpreter) on a generated temporary project
+  whose conftest builds the same resnet18 / inputs / calibration and whose only test carries
+  ``@pytest.mark.ovq_speedup(min=1.0)``; run with ``--ovq-results results.json``, the speedup is
+  ``gates[0].rows[gate == "speedup"].int8``. The subprocess builds its own INT8 model.
+
+Printed: every measurement, the medians of bare and plugin and their ratio plugin/bare (the target
+is within 5%).
+
+(b) Cold vs warm: ``pytest tests/models -p no:logging -q`` run twice in a row in a subprocess from
+the project root, wall time of each. If the plugin has an on-disk artifact cache
+(``--ovq-cache-dir`` / ``--ovq-clear-cache`` in ``pytest --help``), the cold run uses a fresh
+temporary cache directory with ``--ovq-clear-cache`` and the warm run the same directory without it
+(so the project's own cache is left alone; ``--project-cache`` uses the default location instead);
+if not, it says so and both runs rebuild everything.
+
+Nothing is asserted; the figures are for a human (the machine may be shared: provisional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE_COMMAND = ["tests/models", "-p", "no:logging", "-q"]
+WARMUP_PAIRS = 3
+
+# The generated project: the zoo's resnet18 (root conftest.py) and a speed-gated test.
+CONFTEST = '''
+import pytest
+import torch
+
+
+def _random_images(count, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, 224, 224, generator=generator) for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def ovq_model():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+@pytest.fixture(scope="session")
+def ovq_example_inputs():
+    return (_random_images(1, seed=1)[0],)
+
+
+@pytest.fixture(scope="session")
+def ovq_calibration_dataset():
+    return [(x,) for x in _random_images(8, seed=2)]
+'''
+
+TEST_MODULE = '''
+import pytest
+
+
+@pytest.mark.ovq_speedup(min=1.0)
+def test_resnet18_speedup():
+    """No body: the speed gate runs after it."""
+'''
+
+
+# -- (a) -------------------------------------------------------------------------------------------
+
+
+def _random_images(count: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, 224, 224, generator=generator) for _ in range(count)]
+
+
+def build_int8() -> tuple[torch.nn.Module, Any, tuple[torch.Tensor, ...]]:
+    import torchvision
+
+    from pytest_ovquant.config import make_config
+    from pytest_ovquant.flow import export_model, lower, quantize
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    example = (_random_images(1, seed=1)[0],)
+    calibration = [(x,) for x in _random_images(8, seed=2)]
+    config = make_config(("bench", {}))
+    quantized = quantize(export_model(model, example, name="resnet18"), config, calibration, name="resnet18")
+    return model, lower(quantized, example, config, quantized=True, name="resnet18"), example
+
+
+def bare_speedup(model: torch.nn.Module, int8: Any, example: tuple[torch.Tensor, ...], pairs: int,
+                 no_grad: bool) -> dict[str, float]:
+    """A plain loop: eager, INT8, eager, INT8 ...; median of the per-pair ratios."""
+    with torch.set_grad_enabled(not no_grad):
+        for _ in range(WARMUP_PAIRS):
+            model(*example)
+            int8(*example)
+        eager_s, int8_s = [], []
+        for _ in range(pairs):
+            start = time.perf_counter()
+            model(*example)
+            eager_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            int8(*example)
+            int8_s.append(time.perf_counter() - start)
+    return {
+        "speedup": statistics.median(e / i for e, i in zip(eager_s, int8_s)),
+        "eager_ms": statistics.median(eager_s) * 1e3,
+        "int8_ms": statistics.median(int8_s) * 1e3,
+    }
+
+
+def plugin_registered() -> bool:
+    """Is pytest-ovquant's pytest11 entry point installed (else the subprocess needs -p)?"""
+    return any(ep.value.startswith("pytest_ovquant") for ep in metadata.entry_points(group="pytest11"))
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def plugin_speedup(workdir: Path) -> dict[str, Any]:
+    """One pytest session on the generated project; the speed row from --ovq-results."""
+    results = workdir / "results.json"
+    results.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ovq-results", str(results)]
+    if not plugin_registered():
+        command[3:3] = ["-p", "pytest_ovquant.plugin"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=workdir, env=subprocess_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if not results.exists():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise RuntimeError(f"the pytest session wrote no {results.name} (exit {proc.returncode}):\n{tail}")
+    payload = json.loads(results.read_text())
+    row = next(r for r in payload["gates"][0]["rows"] if r["gate"] == "speedup")
+    return {
+        "speedup": row["int8"],
+        "eager_ms": row["fp32"],  # the gate stores the baseline's median ms there
+        "interval": row.get("interval"),
+        "notes": row.get("notes") or [],
+        "status": row["status"],
+        "exit": proc.returncode,
+        "wall": wall,
+    }
+
+
+def part_a(args: argparse.Namespace) -> None:
+    print("== (a) speedup measured by a bare script vs by the plugin (resnet18, batch 1, torch.compile INT8) ==")
+    print("building resnet18 INT8 once in this process ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    model, int8, example = build_int8()
+    print(f"built in {time.perf_counter() - start:.1f}s: {int8!r}; plugin via "
+          f"{'pytest11 entry point' if plugin_registered() else '-p pytest_ovquant.plugin'}; "
+          f"bare: {args.pairs} pairs after {WARMUP_PAIRS} warm-up pairs", flush=True)
+    bare_ng: list[float] = []
+    bare_g: list[float] = []
+    plugin: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="ovq-overhead-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "pytest.ini").write_text("[pytest]\n")
+        (workdir / "conftest.py").write_text(textwrap.dedent(CONFTEST).lstrip())
+        (workdir / "test_speed.py").write_text(textwrap.dedent(TEST_MODULE).lstrip())
+        for index in range(1, args.repeats + 1):
+            for flavour, no_grad, sink in (("no_grad", True, bare_ng), ("grad on", False, bare_g)):
+                b = bare_speedup(model, int8, example, args.pairs, no_grad)
+                sink.append(b["speedup"])
+                print(f"  bare   #{index} (eager {flavour:<7}): speedup {b['speedup']:6.2f}x  "
+                      f"eager {b['eager_ms']:6.2f} ms  INT8 {b['int8_ms']:5.2f} ms", flush=True)
+            print(f"  running pytest session #{index} ...", file=sys.stderr, flush=True)
+            p = plugin_speedup(workdir)
+            plugin.append(p["speedup"])
+            interval = f"[{p['interval'][0]:.2f}, {p['interval'][1]:.2f}]" if p["interval"] else "-"
+            print(f"  plugin #{index}                 : speedup {p['speedup']:6.2f}x  "
+                  f"eager {p['eager_ms']:6.2f} ms  interval {interval}  status {p['status']!r}  "
+                  f"exit {p['exit']}  session {p['wall']:.1f}s  ({'; '.join(p['notes'])})", flush=True)
+    med_ng, med_g, med_p = (statistics.median(v) for v in (bare_ng, bare_g, plugin))
+    print()
+    print(f"median bare (eager no_grad) : {med_ng:.3f}x")
+    print(f"median bare (eager grad on) : {med_g:.3f}x")
+    print(f"median plugin               : {med_p:.3f}x")
+    for label, med in (("no_grad", med_ng), ("grad on", med_g)):
+        ratio = med_p / med
+        verdict = "within" if abs(ratio - 1) <= 0.05 else "NOT within"
+        print(f"plugin / bare ({label:<7})     : {ratio:.3f} ({ratio - 1:+.1%}; {verdict} 5%)")
+
+
+# -- (b) -------------------------------------------------------------------------------------------
+
+
+def cache_options() -> tuple[bool, bool]:
+    """(--ovq-cache-dir exists, --ovq-clear-cache exists), from ``pytest --help``."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True)
+    return "--ovq-cache-dir" in proc.stdout, "--ovq-clear-cache" in proc.stdout
+
+
+def run_suite(extra: list[str]) -> tuple[float, int, str]:
+    command = [sys.executable, "-m", "pytest", *SUITE_COMMAND, *extra]
+    if not plugin_registered():
+        command[3:3] = ["-p", "pytest_ovquant.plugin"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
+    summary = next((line for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line
+                                                                          or "error" in line)), lines[-1] if lines else "")
+    return wall, proc.returncode, summary.strip("= ")
+
+
+def part_b(args: argparse.Namespace) -> None:
+    print()
+    print(f"== (b) cold vs warm wall time: pytest {' '.join(SUITE_COMMAND)} (subprocess, cwd {ROOT}) ==")
+    has_dir, has_clear = cache_options()
+    tmp = None
+    if has_dir and has_clear:
+        if args.project_cache:
+            cold_extra, warm_extra = ["--ovq-clear-cache"], []
+            where = "the project's default cache location"
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="ovq-cache-")
+            cold_extra = ["--ovq-cache-dir", tmp.name, "--ovq-clear-cache"]
+            warm_extra = ["--ovq-cache-dir", tmp.name]
+            where = f"a fresh temporary cache directory {tmp.name}"
+        print(f"artifact cache options found (--ovq-cache-dir, --ovq-clear-cache): cold = {' '.join(cold_extra)}, "
+              f"warm = {' '.join(warm_extra) or '(no option)'}; cache in {where}")
+    else:
+        missing = [o for o, ok in (("--ovq-cache-dir", has_dir), ("--ovq-clear-cache", has_clear)) if not ok]
+        print(f"no on-disk artifact cache options in `pytest --help` (missing: {', '.join(missing)}): "
+              "both runs build every artifact; 'warm' differs only by OS file caches / bytecode")
+        cold_extra, warm_extra = [], []
+    try:
+        results = []
+        for label, extra in (("cold", cold_extra), ("warm", warm_extra)):
+            print(f"  running the {label} suite ...", file=sys.stderr, flush=True)
+            wall, code, summary = run_suite(extra)
+            results.append(wall)
+            print(f"{label:<5}: {wall:7.1f}s wall  exit {code}  [{summary}]", flush=True)
+        print(f"warm / cold: {results[1] / results[0]:.2f} ({results[0] - results[1]:+.1f}s saved by the second run)")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="(a): bare and plugin measurements, each (default 3)")
+    parser.add_argument("--pairs", type=int, default=100, help="(a): timed pairs per bare measurement (default 100)")
+    parser.add_argument("--skip-speedup", action="store_true", help="skip (a)")
+    parser.add_argument("--skip-suite", action="store_true", help="skip (b)")
+    parser.add_argument("--project-cache", action="store_true",
+                        help="(b): use (and clear) the project's default cache instead of a temporary one")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.pairs < 1:
+        parser.error("need --repeats >= 1 and --pairs >= 1")
+    from pytest_ovquant.compat import stack_versions
+
+    print("stack:   " + ", ".join(f"{k} {v}" for k, v in stack_versions().items() if v is not None))
+    print(f"threads: torch {torch.get_num_threads()} (os.cpu_count {os.cpu_count()})")
+    if not args.skip_speedup:
+        part_a(args)
+    if not args.skip_suite:
+        part_b(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
