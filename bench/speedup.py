@@ -485,7 +485,7 @@ def print_summary(all_figures: list[dict[str, Any]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     for fig in all_figures:
         for label, error in fig["lowering_errors"].items():
             print(f"{fig['model']}: {label} not timed: {error}")

@@ -141,9 +141,9 @@ class ModelArtifacts:
 
         return self.store.get_or_build(key, self.name, "quantize", build)
 
-    def _ir_converter(self, config: QuantizeConfig, source: torch.fx.GraphModule, quantized: bool) -> tuple[
-        IRConverter | None, list[str]
-    ]:
+    def _ir_converter(
+        self, config: QuantizeConfig, source: torch.fx.GraphModule, quantized: bool
+    ) -> tuple[IRConverter | None, list[str]]:
         """For the export lowering with a cache: a converter serving the IR from disk, and its statuses."""
         cache = self.store.disk_cache
         statuses: list[str] = []

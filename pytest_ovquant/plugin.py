@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         store=store,
         references=references,
         mode=mode,
-        machine_lock=MachineLock(default_lock_path(config.rootpath)),
+        machine_lock=MachineLock(default_lock_path()),
     )
     try:
         state.option_layers = options.config_layers(config)

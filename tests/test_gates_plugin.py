@@ -53,9 +53,9 @@ GATED_TESTS = textwrap.dedent(
     def test_accuracy():
         pass
 
-    # a tiny model on a shared machine: timing noise is large, so the reference tolerance is wide
-    # (the statistics that make a tight speed gate possible are a separate piece of work)
-    @pytest.mark.ovq_speedup(min=0.001, rounds=10, warmup=2, tolerance=0.9, budget=3)
+    # A tiny model on a shared machine: run-to-run shifts are large (other processes contend for
+    # OpenVINO's threads), so the baseline is OpenVINO FP32 (contended alike) and the tolerance wide.
+    @pytest.mark.ovq_speedup(min=0.001, baseline="ov_fp32", rounds=10, warmup=2, tolerance=0.9, budget=3)
     def test_speed():
         pass
     """
@@ -114,7 +114,7 @@ def test_missing_reference_then_update_refs_then_pass(project, xdist_args):
     assert entry["metrics"]["top1"]["fp32"] == 1.0
     assert set(entry["metrics"]) == {"top1", "cosine"}
     assert entry["environment"]["torch"] == compat.stack_versions()["torch"]
-    assert data["tests"]["test_speed"]["speedup"]["baseline"] == "eager"
+    assert data["tests"]["test_speed"]["speedup"]["baseline"] == "ov_fp32"
 
     again = run(project, "--junitxml=junit.xml", "--ovq-results=results.json", *xdist_args)
     again.assert_outcomes(passed=2)

@@ -10,7 +10,6 @@ locking; nothing here is hand-made.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,13 +18,13 @@ from typing import Iterator
 TIMING_LOCK_ENV = "OVQUANT_TIMING_LOCK"  # lets tests (and unusual CI layouts) choose the lock file
 
 
-def default_lock_path(rootdir: Path) -> Path:
-    """One lock per project checkout, in the temp dir (local to the machine, like the CPU it guards)."""
+def default_lock_path() -> Path:
+    """One lock per machine, in its temp dir: the CPU it guards is shared by every run on it,
+    whichever project or checkout (xdist workers, a second CI job, a developer's run)."""
     explicit = os.environ.get(TIMING_LOCK_ENV)
     if explicit:
         return Path(explicit)
-    digest = hashlib.sha256(str(rootdir.resolve()).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"ovquant-{digest}" / "timing.lock"
+    return Path(tempfile.gettempdir()) / "pytest-ovquant" / "timing.lock"
 
 
 class MachineLock:

@@ -65,8 +65,9 @@ def test_minilm_int8_accuracy(zoo_name, ovq_compiled_model, ovq_lowering_report)
 
 
 # For information: INT8 vs eager FP32 at batch 16 (STACK.md measured 3.4x on the legacy stack).
-# The bound only catches an INT8 module slower than eager; the shared 2-core machine makes timings
-# noisy, hence the wide tolerance against the stored speedup and only 10 rounds (eager is ~0.4 s).
-@pytest.mark.ovq_speedup(min=1.5, baseline="eager", rounds=10, warmup=2, tolerance=0.6)
+# The bound only catches an INT8 module that is not clearly faster than eager. An eager call takes
+# ~0.4-0.9 s on the shared 2-core machine, so the timing is kept short (5 to 20 interleaved pairs,
+# 10 s at most) and the stored speedup is compared with a wide tolerance: timings here are noisy.
+@pytest.mark.ovq_speedup(min=1.5, baseline="eager", rounds=5, max_rounds=20, budget=10, warmup=1, tolerance=0.6)
 def test_minilm_int8_speedup(zoo_name):
     """No body: the speedup gate runs after it."""
