@@ -93,6 +93,14 @@ def addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ovq_reference_dir", help="where reference files live (relative to rootdir)", default="")
     group.addoption(
+        "--ovq-data-dir",
+        metavar="DIR",
+        default=None,
+        help="an ImageFolder (DIR/<class>/<image>, optionally split in calibration/ and val/) for the "
+        "ovq_image_folder_calibration / ovq_image_folder_eval fixtures (ini: ovq_data_dir)",
+    )
+    parser.addini("ovq_data_dir", help="ImageFolder for the ovq_image_folder_* fixtures (relative to rootdir)", default="")
+    group.addoption(
         "--ovq-show-lowering",
         action="store_true",
         default=False,

@@ -19,7 +19,7 @@ import torch
 from . import compat, markers, options, report, results
 from .artifacts import ArtifactStore, ModelArtifacts
 from .config import QuantizeConfig, make_config
-from .errors import ConfigError
+from .errors import ConfigError, OVQuantError
 from .flow.lower import LoweredModel
 from .gate_runner import GateOutcome, GatePlan, UpdateMode, outcome_from_dict, plan_for, run_gates
 from .measure import machine
@@ -297,6 +297,36 @@ def ovq_eval_dataset() -> Any:
         "yielding (inputs, target) batches; target may be None for cosine/sqnr/max_abs_error",
         pytrace=False,
     )
+
+
+def _data_dir(config: pytest.Config) -> Path:
+    value = config.getoption("ovq_data_dir") or config.getini("ovq_data_dir")
+    if not value:
+        pytest.fail("pytest-ovquant: the ovq_image_folder_* fixtures need --ovq-data-dir DIR (or ini ovq_data_dir)", pytrace=False)
+    return Path(config.rootpath, value)
+
+
+@pytest.fixture(scope="session")
+def ovq_image_folder_calibration(request: pytest.FixtureRequest) -> list[tuple[torch.Tensor]]:
+    """Calibration inputs from --ovq-data-dir (ImageNet preprocessing); return it from ovq_calibration_dataset."""
+    from . import data
+
+    state = request.config.stash[SESSION_KEY]
+    try:
+        return data.calibration_set(_data_dir(request.config), make_config(*state.option_layers).subset_size)
+    except OVQuantError as error:
+        pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def ovq_image_folder_eval(request: pytest.FixtureRequest) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches from --ovq-data-dir; return it from ovq_eval_dataset."""
+    from . import data
+
+    try:
+        return data.eval_set(_data_dir(request.config))
+    except OVQuantError as error:
+        pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
 
 
 # -- plugin fixtures -------------------------------------------------------------------------
