@@ -93,6 +93,17 @@ def addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ovq_reference_dir", help="where reference files live (relative to rootdir)", default="")
     group.addoption(
+        "--ovq-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="on-disk artifact cache (default: <rootdir>/.ovquant_cache; ini: ovq_cache_dir)",
+    )
+    parser.addini("ovq_cache_dir", help="on-disk artifact cache directory (relative to rootdir)", default="")
+    group.addoption("--ovq-no-cache", action="store_true", default=False, help="do not read or write the artifact cache")
+    group.addoption(
+        "--ovq-clear-cache", action="store_true", default=False, help="empty the artifact cache before the run"
+    )
+    group.addoption(
         "--ovq-data-dir",
         metavar="DIR",
         default=None,

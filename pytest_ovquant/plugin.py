@@ -18,6 +18,7 @@ import torch
 
 from . import compat, markers, options, report, results
 from .artifacts import ArtifactStore, ModelArtifacts
+from .cache import ArtifactCache, CacheError
 from .config import QuantizeConfig, make_config
 from .errors import ConfigError, OVQuantError
 from .flow.lower import LoweredModel
@@ -93,7 +94,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    store = ArtifactStore(listener=ProgressPrinter(config))
+    store = ArtifactStore(listener=ProgressPrinter(config), cache=_artifact_cache(config))
     mode = UpdateMode(
         update_refs=config.getoption("ovq_update_refs"),
         regen_all=config.getoption("ovq_regen_all"),
@@ -113,6 +114,18 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as error:
         raise pytest.UsageError(f"pytest-ovquant: {error}") from None
     config.stash[SESSION_KEY] = state
+
+
+def _artifact_cache(config: pytest.Config) -> ArtifactCache:
+    root = Path(config.rootpath, config.getoption("ovq_cache_dir") or config.getini("ovq_cache_dir") or ".ovquant_cache")
+    try:
+        cache = ArtifactCache(root, enabled=not config.getoption("ovq_no_cache"))
+        # only the xdist controller (configured before any worker starts) may empty it
+        if config.getoption("ovq_clear_cache") and not _is_xdist_worker(config):
+            cache.clear()
+    except CacheError as error:
+        raise pytest.UsageError(f"pytest-ovquant: {error}") from None
+    return cache
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -243,7 +243,9 @@ def test_tmp_dir_of_a_key_being_built_is_not_swept(tmp_path):
 
 
 # -- failures during a build -------------------------------------------------------------------
-@pytest.mark.parametrize("error", [RuntimeError("calibration failed"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("calibration failed"), KeyboardInterrupt()], ids=["exception", "KeyboardInterrupt"]
+)
 def test_failing_or_interrupted_build_leaves_no_entry_and_no_tmp_dir(tmp_path, cnn_inputs, error):
     key = cache_key("program", "failing")
     cache = ArtifactCache(tmp_path)
