@@ -241,3 +241,14 @@ def test_xdist_workers_run_the_flow(pytester):
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=4)
     assert "2 workers" in result.stdout.str()
+    # both workers needed both models' quantized programs: each was built exactly once
+    from pytest_ovquant.cache import ArtifactCache
+
+    cache = ArtifactCache(pytester.path / ".ovquant_cache")
+    programs = [entry for entry in cache.build_log() if entry.kind == "program"]
+    assert len(programs) == 2, programs
+    assert len({entry.key for entry in programs}) == 2
+    # a later run reuses them: no new program builds
+    again = run(pytester, "-n", "2")
+    again.assert_outcomes(passed=4)
+    assert len([entry for entry in cache.build_log() if entry.kind == "program"]) == 2
