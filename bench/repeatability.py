@@ -99,13 +99,13 @@ def fixed(baseline: Callable[[], Any], candidate: Callable[[], Any], gate: Speed
 
 
 def describe(m: SpeedupMeasurement, seconds: float) -> str:
-    interval = f"[{m.interval.low:5.2f}, {m.interval.high:5.2f}]" if m.interval is not None else f"{'-':^14}"
+    interval = f"[{m.interval.low:6.2f}, {m.interval.high:6.2f}]" if m.interval is not None else f"{'-':^16}"
     width = f"{m.interval.relative_width:6.1%}" if m.interval is not None else f"{'-':>6}"
     return (f"{m.speedup:6.2f}x  {interval}  {width}  {m.rounds:4d}  {m.stopped_because:<10}  "
             f"{m.baseline_median_ms:6.2f}/{m.candidate_median_ms:5.2f} ms  {seconds:5.1f}s")
 
 
-HEADER = f"{'speedup':>7}  {'95% interval':^14}  {'width':>6}  {'pairs':>4}  {'stopped':<10}  {'eager/INT8 med':>16}  {'time':>6}"
+HEADER = f"{'speedup':>7}  {'95% interval':^16}  {'width':>6}  {'pairs':>4}  {'stopped':<10}  {'eager/INT8 med':>16}  {'time':>6}"
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -185,7 +185,9 @@ class ModelArtifacts:
                 quantized=quantized,
                 name=f"{self.name} {'INT8' if quantized else 'FP32'}",
                 convert=convert,
+                compile_cache_dir=str(self.store.disk_cache.root / "openvino") if self.store.disk_cache else None,
             )
+            lowered.config = config.to_dict()
             report = lowered.report
             detail = f"{report.lowering}/{report.backend or 'openvino.Core'}: {report.n_irs} IR(s)"
             if quantized:

@@ -55,7 +55,7 @@ def merge(paths: Sequence[Path]) -> tuple[dict[str, Any], list[str]]:
             gates[node_id] = gate
             sources[node_id] = path
         for row in data.get("lowerings", []):
-            lowerings.setdefault((row["model"], row["lowering"], row["backend"], row["quantized"]), row)
+            lowerings.setdefault((row["model"], row.get("variant"), row["lowering"], row["backend"], row["quantized"]), row)
     merged = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "jobs": jobs,

@@ -53,8 +53,8 @@ class SessionState:
         local = [report.lowering_summary(m) for m in self.store.lowered_models()]
         unique: dict[tuple, dict[str, Any]] = {}
         for row in local + self.remote_lowerings:  # each xdist worker lowers what its tests need
-            unique.setdefault((row["model"], row["lowering"], row["backend"], row["quantized"]), row)
-        return sorted(unique.values(), key=lambda r: (r["model"], r["lowering"], not r["quantized"]))
+            unique.setdefault((row["model"], row.get("variant"), row["lowering"], row["backend"], row["quantized"]), row)
+        return sorted(unique.values(), key=lambda r: (r["model"], r["lowering"], not r["quantized"], r.get("variant") or ""))
 
     def sorted_outcomes(self) -> list[GateOutcome]:
         return sorted(self.outcomes, key=lambda o: o.node_id)

@@ -31,12 +31,31 @@ def header_line() -> str:
 
 def lowering_summary(lowered: LoweredModel) -> dict:
     """Plain data for the lowering table and the results file (also what xdist workers send)."""
-    return {"model": lowered.name, **lowered.report.to_dict()}
+    return {"model": lowered.name, "variant": config_variant(lowered.config), **lowered.report.to_dict()}
+
+
+# Config fields worth naming in a table row when they differ from the defaults.
+_VARIANT_FIELDS = ("preset", "model_type", "ignored_scope", "target_device", "method", "smooth_quant", "compile_backend")
+_VARIANT_DEFAULTS = {"preset": None, "model_type": None, "ignored_scope": {}, "target_device": "ANY",
+                     "method": "prepare_convert", "smooth_quant": False, "compile_backend": "auto"}
+
+
+def config_variant(config: dict) -> str:
+    """'preset=mixed ignored_scope=names:linear_2' for the fields that differ from the defaults."""
+    parts = []
+    for key in _VARIANT_FIELDS:
+        value = config.get(key, _VARIANT_DEFAULTS[key])
+        if value == _VARIANT_DEFAULTS[key] or value is None:
+            continue
+        if key == "ignored_scope":
+            value = ";".join(f"{k}:{','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items())
+        parts.append(f"{key}={value}")
+    return " ".join(parts) or "default"
 
 
 def lowering_table(lowerings: Sequence[dict]) -> list[str]:
     """One row per lowered module (``lowering_summary`` dicts): what runs and whether it is what it claims."""
-    rows = [("model", "lowering", "backend", "IRs", "FQ", "int8 layers", "precisions", "status")]
+    rows = [("model", "config", "lowering", "backend", "IRs", "FQ", "int8 layers", "precisions", "status")]
     for r in lowerings:
         precisions = "; ".join(
             f"{kind} " + ",".join(f"{p}:{n}" for p, n in by.items()) for kind, by in r["precisions"].items()
@@ -44,6 +63,7 @@ def lowering_table(lowerings: Sequence[dict]) -> list[str]:
         rows.append(
             (
                 r["model"],
+                r.get("variant", "default"),
                 r["lowering"],
                 r["backend"] or "openvino.Core",
                 str(r["n_irs"]),

@@ -33,6 +33,7 @@ class LoweredModel:
         self.module = module
         self.report = report
         self.name = name
+        self.config: dict[str, Any] = {}  # the QuantizeConfig it came from (set by whoever built it)
 
     @property
     def lowering(self) -> str:
@@ -132,10 +133,14 @@ def _report(
     )
 
 
-def _ov_config(config: QuantizeConfig, quantized: bool) -> dict[str, str]:
+def _ov_config(config: QuantizeConfig, quantized: bool, compile_cache_dir: str | None = None) -> dict[str, str]:
+    ov_config = {}
     if not quantized and config.fp32_inference_precision:
-        return {"INFERENCE_PRECISION_HINT": config.fp32_inference_precision}
-    return {}
+        ov_config["INFERENCE_PRECISION_HINT"] = config.fp32_inference_precision
+    if compile_cache_dir:
+        # OpenVINO's own blob cache: a warm run imports the compiled model instead of compiling it
+        ov_config["CACHE_DIR"] = compile_cache_dir
+    return ov_config
 
 
 def lower_torch_compile(
@@ -145,10 +150,11 @@ def lower_torch_compile(
     *,
     quantized: bool,
     name: str = "model",
+    compile_cache_dir: str | None = None,
 ) -> LoweredModel:
     backend = resolve_backend(config)
     options = config.effective_compile_options()
-    ov_config = _ov_config(config, quantized)
+    ov_config = _ov_config(config, quantized, compile_cache_dir if backend != "inductor" else None)
     if ov_config:
         options["config"] = {**options.get("config", {}), **ov_config}
     # A private copy: dynamo caches compiled code per module, and the same quantized model may be
@@ -190,6 +196,7 @@ def lower_export(
     quantized: bool,
     name: str = "model",
     convert: IRConverter | None = None,
+    compile_cache_dir: str | None = None,
 ) -> LoweredModel:
     import openvino as ov
     from torch.utils._pytree import tree_flatten
@@ -200,7 +207,7 @@ def lower_export(
         with torch.no_grad():
             _, out_spec = tree_flatten(model(*example_inputs))
             ov_model = convert(model, example_inputs)
-            compiled = ov.Core().compile_model(ov_model, "CPU", _ov_config(config, quantized))
+            compiled = ov.Core().compile_model(ov_model, "CPU", _ov_config(config, quantized, compile_cache_dir))
     except OVQuantError:
         raise
     except Exception as error:
@@ -221,14 +228,20 @@ def lower(
     quantized: bool,
     name: str = "model",
     convert: IRConverter | None = None,
+    compile_cache_dir: str | None = None,
 ) -> LoweredModel:
     """Lower ``model`` the way ``config.lowering`` says; the report is filled, not checked.
 
-    ``convert`` replaces the export lowering's ``ov.convert_model(torch.export.export(...))``.
+    ``convert`` replaces the export lowering's ``ov.convert_model(torch.export.export(...))``;
+    ``compile_cache_dir`` is OpenVINO's ``CACHE_DIR`` for compiled blobs.
     """
     if config.lowering == "export":
-        return lower_export(model, example_inputs, config, quantized=quantized, name=name, convert=convert)
-    return lower_torch_compile(model, example_inputs, config, quantized=quantized, name=name)
+        return lower_export(
+            model, example_inputs, config, quantized=quantized, name=name, convert=convert, compile_cache_dir=compile_cache_dir
+        )
+    return lower_torch_compile(
+        model, example_inputs, config, quantized=quantized, name=name, compile_cache_dir=compile_cache_dir
+    )
 
 
 __all__ = [
