@@ -320,24 +320,43 @@ def _data_dir(config: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ovq_image_folder_calibration(request: pytest.FixtureRequest) -> list[tuple[torch.Tensor]]:
-    """Calibration inputs from --ovq-data-dir (ImageNet preprocessing); return it from ovq_calibration_dataset."""
+def ovq_image_transform() -> Any:
+    """Preprocessing for the ovq_image_folder_* fixtures; None = ImageNet's (Resize 256, CenterCrop 224,
+    Normalize). Override in conftest.py for other sizes or statistics."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def ovq_image_folder_calibration(request: pytest.FixtureRequest, ovq_image_transform: Any) -> list[tuple[torch.Tensor]]:
+    """Calibration inputs from --ovq-data-dir; return it from ovq_calibration_dataset.
+
+    Session-scoped: it takes subset_size from --ovq-subset-size / ini, not from a test's marker.
+    """
     from . import data
 
     state = request.config.stash[SESSION_KEY]
+    root = _data_dir(request.config)
     try:
-        return data.calibration_set(_data_dir(request.config), make_config(*state.option_layers).subset_size)
+        calibration, evaluation = data.split_dirs(root)
+        if calibration == evaluation:
+            warnings.warn(
+                f"pytest-ovquant: {root} has no calibration/ and val/ subfolders: calibrating on the images "
+                "that are also evaluated, which flatters the INT8 accuracy",
+                OVQuantWarning,
+                stacklevel=2,
+            )
+        return data.calibration_set(root, make_config(*state.option_layers).subset_size, ovq_image_transform)
     except OVQuantError as error:
         pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def ovq_image_folder_eval(request: pytest.FixtureRequest) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def ovq_image_folder_eval(request: pytest.FixtureRequest, ovq_image_transform: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) batches from --ovq-data-dir; return it from ovq_eval_dataset."""
     from . import data
 
     try:
-        return data.eval_set(_data_dir(request.config))
+        return data.eval_set(_data_dir(request.config), transform=ovq_image_transform)
     except OVQuantError as error:
         pytest.fail(f"pytest-ovquant: {error}", pytrace=False)
 
