@@ -91,21 +91,21 @@ def measure_speedup_adaptive(
     threshold: float | None = None,
     confidence: float = 0.95,
 ) -> SpeedupMeasurement:
-    """Warm up, then add interleaved pairs until the speedup's interval is narrow, decides the
-    threshold, or the time budget runs out (``statistics.measure_until_narrow``)."""
+    """Warm up, then add A-B-B-A blocks until the speedup's interval is narrow, decides the
+    threshold, or the time budget runs out (``statistics.measure_until_narrow``). Each block is one
+    ratio; ``rounds`` counts blocks."""
     for _ in range(warmup):
         baseline()
         candidate()
-    pair_index = 0
-
     def sample_pair() -> tuple[float, float]:
-        nonlocal pair_index
-        pair_index += 1
-        if pair_index % 2:
-            base = _time_call(baseline)
-            return base, _time_call(candidate)
+        # One A-B-B-A block: whatever the first call of a pair does to the second (threads still
+        # spinning, caches) hits both sides equally, so order effects cancel within the block
+        # instead of splitting the per-pair ratios into two modes.
+        base = _time_call(baseline)
         cand = _time_call(candidate)
-        return _time_call(baseline), cand
+        cand += _time_call(candidate)
+        base += _time_call(baseline)
+        return base, cand
 
     result = measure_until_narrow(
         sample_pair,
