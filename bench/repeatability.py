@@ -11,7 +11,8 @@ batch 1, built the way the model suite's zoo (root ``conftest.py``) builds it: e
 random 1x3x224x224 image (seed 1), 8 calibration images (seed 2), default config
 (``prepare_pt2e`` / calibrate / ``convert_pt2e``), lowered ONCE through the default
 ``torch.compile`` lowering. Baseline: the eager FP32 model, called as the plugin's gate calls it
-(``lambda: model(*example_inputs)``, no ``torch.no_grad``); candidate: the INT8 ``LoweredModel``.
+(``lambda: model(*example_inputs)`` under ``torch.no_grad``, as the gate runs it); candidate: the INT8
+``LoweredModel``.
 
 Two measurement methods, interleaved run by run (A F A F ...) so that machine drift hits both:
 
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
     gate_defaults = parse_speedup(pytest.mark.ovq_speedup(min=1.0).mark, "bench")  # SpeedupGate defaults
     print("stack:   " + ", ".join(f"{k} {v}" for k, v in stack_versions().items() if v is not None))
-    print(f"threads: torch {torch.get_num_threads()}; grad enabled for the eager baseline: {torch.is_grad_enabled()} "
-          "(the plugin's gate calls the eager model without torch.no_grad)")
+    torch.set_grad_enabled(False)  # the gate times the eager baseline under torch.no_grad
+    print(f"threads: torch {torch.get_num_threads()}; grad enabled for the eager baseline: {torch.is_grad_enabled()}")
     print(f"gate defaults: rounds(min pairs)={gate_defaults.rounds} warmup={gate_defaults.warmup} "
           f"max_rounds={gate_defaults.max_rounds} target_width={gate_defaults.target_width:.0%} "
           f"budget={gate_defaults.budget:g}s confidence={gate_defaults.confidence}; fixed: rounds={FIXED_ROUNDS}")
