@@ -361,7 +361,7 @@ class ArtifactCache:
             probe.unlink()
         except OSError as error:
             raise CacheError(
-                f"pytest-ovquant: the artifact cache directory {self.root} is not usable "
+                f"the artifact cache directory {self.root} is not usable "
                 f"({type(error).__name__}: {error.strerror or error}); {OPTIONS_HINT}"
             ) from None
 

@@ -333,4 +333,11 @@ def make_config(*layers: tuple[str, Mapping[str, Any]]) -> QuantizeConfig:
             f"{sources['smooth_quant']}: smooth_quant=True needs method='quantize_pt2e' "
             f"(set by {sources['method']}); drop one of them"
         )
+    if merged.get("method") == "prepare_convert" and merged.get("fast_bias_correction") is not None:
+        # prepare_pt2e/convert_pt2e do no bias correction: the setting would be silently ignored
+        raise ConfigError(
+            f"{sources['fast_bias_correction']}: fast_bias_correction={merged['fast_bias_correction']!r} needs "
+            f"method='quantize_pt2e' (method='prepare_convert' set by {sources['method']} does no bias "
+            "correction); drop one of them"
+        )
     return QuantizeConfig(**merged)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 from . import compat
 from .config import QuantizeConfig
+from .errors import ConfigError
 from .gates import (
     ACCURACY_MARKER,
     FAIL,
@@ -29,9 +31,10 @@ from .gates import (
     parse_accuracy,
     parse_speedup,
 )
-from .measure.evaluation import Progress, evaluate
+from .measure.evaluation import EvaluationError, Progress, evaluate
 from .measure.exclusive import MachineLock
 from .measure.latency import measure_speedup_adaptive
+from .measure.machine import SATURATING_INT8_CLASSES, int8_isa_class
 from .references import MetricValues, ReferenceStore, SpeedupValues, TestReference, split_node_id
 
 
@@ -51,8 +54,12 @@ def plan_for(item: pytest.Item) -> GatePlan | None:
     if not accuracy and speedup is None:
         return None
     names = [gate.metric.name for gate in accuracy]
-    if len(names) != len(set(names)):
-        raise pytest.UsageError(f"{item.nodeid}: two @pytest.mark.{ACCURACY_MARKER} markers for the same metric")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(
+            f"@pytest.mark.{ACCURACY_MARKER} on {item.nodeid}: metric {', '.join(map(repr, twice))} is gated twice "
+            "(markers on the test, its class and its module all apply); keep one marker per metric"
+        )
     return GatePlan(tuple(accuracy), speedup)
 
 
@@ -180,14 +187,17 @@ def run_gates(
     if plan.accuracy:
         batch = example_inputs[0].shape[0] if example_inputs and hasattr(example_inputs[0], "shape") else 1
         with shared():
-            results = evaluate(
-            fp32_model,
-            int8_model,
-                eval_dataset if eval_dataset is not None else [],
-                [gate.metric for gate in plan.accuracy],
-                batch_size=batch,
-                progress=progress,
-            )
+            try:
+                results = evaluate(
+                    fp32_model,
+                    int8_model,
+                    eval_dataset if eval_dataset is not None else [],
+                    [gate.metric for gate in plan.accuracy],
+                    batch_size=batch,
+                    progress=progress,
+                )
+            except EvaluationError as error:
+                raise EvaluationError(f"evaluating {model_name}: {error}") from error
         for gate in plan.accuracy:
             ref_values = reference.metrics.get(gate.metric.name) if reference is not None else None
             rows.append(decide_accuracy(gate, results[gate.metric.name], ref_values))
@@ -228,6 +238,15 @@ def run_gates(
         applied_overrides=list(getattr(reference, "applied_overrides", []) or []),
         xfail_reason=reference.xfail_reason if reference is not None else None,
     )
+    if reference is not None and plan.accuracy:
+        absent = [g.metric.name for g in plan.accuracy if g.metric.name not in reference.metrics]
+        unused = sorted(set(reference.metrics) - {g.metric.name for g in plan.accuracy})
+        if absent and unused:
+            outcome.notes.append(
+                f"the reference entry has no {', '.join(map(repr, absent))} but has {', '.join(map(repr, unused))}, "
+                "which no ovq_accuracy marker of this test gates (renamed or misspelt?); fix the name in "
+                f"{outcome.reference_file}, or re-record the entry with --ovq-update-refs"
+            )
     if mode.regen_all:  # the reference comparison is what is being regenerated: it passes
         for row in rows:
             if row.status in (FAIL, IMPROVED, NEW) and not row.threshold_failed:
@@ -236,6 +255,9 @@ def run_gates(
     missing = [r for r in rows if r.status == NEW]
     improved = [r for r in rows if r.status == IMPROVED]
     wants_update = mode.regen_all or (mode.update_refs and (failing or missing or (improved and mode.strict)))
+    if wants_update and any(r.nonfinite for r in rows):  # a NaN/Inf value is never recorded
+        wants_update = False
+        outcome.notes.append("reference not updated: the outputs are not finite (NaN/Inf); fix that first")
     if wants_update:
         key = split_node_id(node_id)[1]
         new_reference = _new_reference(
@@ -250,4 +272,24 @@ def run_gates(
         outcome.verdict = "xfailed"
     if improved and not mode.strict:
         outcome.notes.append("improved beyond tolerance: record it with --ovq-update-refs (fails with --ovq-strict)")
+    if any(r.gate == "accuracy" for r in failing) and reference is not None:
+        note = _isa_class_note(reference, machine_details, store.path_for(node_id))
+        if note:
+            outcome.notes.append(note)
     return outcome
+
+
+def _isa_class_note(reference: TestReference, machine_details: dict[str, Any], base: Path) -> str | None:
+    """Say so when the reference was recorded on a CPU of another INT8 class (VNNI vs saturating)."""
+    recorded = ((reference.environment or {}).get("machine") or {}).get("isa")
+    if recorded is None:
+        return None
+    theirs, ours = int8_isa_class(recorded), int8_isa_class(machine_details.get("isa") or [])
+    if theirs == ours:
+        return None
+    why = " (no VNNI: INT8 dot products can saturate)" if ours in SATURATING_INT8_CLASSES else ""
+    override = base.with_name(f"{base.stem}@isa-{ours}.yaml")
+    return (
+        f"the reference was recorded on a CPU of INT8 class {theirs}; this one is {ours}{why}: INT8 outputs "
+        f"differ between these classes; keep this class's values in {override}"
+    )

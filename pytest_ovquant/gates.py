@@ -147,6 +147,7 @@ class GateRow:
     reasons: list[str] = field(default_factory=list)
     interval: list[float] | None = None  # [low, high] of the INT8 speedup, or of the accuracy drop
     notes: list[str] = field(default_factory=list)  # how a close call was decided
+    nonfinite: bool = False  # NaN/Inf outputs: the row's values are never recorded as a reference
 
     @property
     def threshold_failed(self) -> bool:
@@ -163,10 +164,25 @@ def decide_accuracy(gate: AccuracyGate, result: MetricResult, reference: MetricV
     row = GateRow("accuracy", metric.name, result.int8, fp32=result.fp32, drop=result.drop)
     allowed: list[str] = []
     drop = result.drop
-    if not math.isfinite(result.int8):
-        row.reasons.append(f"INT8 {metric.name} is {result.int8}: the INT8 module outputs NaN/Inf")
+    int8_bad = result.int8_nonfinite
+    fp32_bad = result.fp32_nonfinite
+    if not math.isfinite(result.int8) or int8_bad or fp32_bad or (result.fp32 is not None and math.isnan(result.fp32)):
+        # NaN/Inf outputs make any value meaningless (top-1 of NaN logits is a number): fail, never record
+        of = f" for {max(int8_bad, fp32_bad)} of {result.samples} samples" if (int8_bad or fp32_bad) else ""
+        if fp32_bad or (result.fp32 is not None and math.isnan(result.fp32)):
+            row.reasons.append(
+                f"FP32 {metric.name}: the FP32 model's outputs are not finite (NaN/Inf){of}; there is nothing to "
+                "compare INT8 with: fix the model or the ovq_eval_dataset inputs"
+            )
+        if int8_bad or not math.isfinite(result.int8):
+            row.reasons.append(
+                f"INT8 {metric.name} is {result.int8:.4g}: the INT8 module's outputs are not finite (NaN/Inf)"
+                f"{of if int8_bad else ''}; look for the layer that overflows (compare ovq_quantized_model with "
+                "the FP32 model), check the calibration data's ranges, or keep that layer in float with ignored_scope"
+            )
         row.status = FAIL
-        row.allowed = "a finite value"
+        row.nonfinite = True
+        row.allowed = "finite outputs"
         return row
     interval = drop_interval(result)
     if interval is not None:

@@ -27,6 +27,7 @@ from .measure import machine
 from .measure.exclusive import MachineLock, default_lock_path
 from .progress import ProgressPrinter, SampleProgress
 from .references import ReferenceStore, TestReference, split_node_id
+from .stale_references import StaleReferenceReport
 from .verify import LoweringReport
 
 
@@ -46,6 +47,7 @@ class SessionState:
     machine_lock: MachineLock | None = None  # timed sections alone, across xdist workers
     remote_lowerings: list[dict[str, Any]] = field(default_factory=list)  # sent by xdist workers
     written_references: list[Path] = field(default_factory=list)
+    reference_error: str | None = None  # why staged references could not be written (disk full, ...)
     _machine: tuple[str, dict[str, Any]] | None = None
 
     def lowerings(self) -> list[dict[str, Any]]:
@@ -94,6 +96,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
+    config.pluginmanager.register(StaleReferenceReport(), "ovquant-stale-references")
     store = ArtifactStore(listener=ProgressPrinter(config), cache=_artifact_cache(config))
     mode = UpdateMode(
         update_refs=config.getoption("ovq_update_refs"),
@@ -101,7 +104,9 @@ def pytest_configure(config: pytest.Config) -> None:
         strict=config.getoption("ovq_strict"),
     )
     reference_dir = config.getoption("ovq_reference_dir") or config.getini("ovq_reference_dir") or "reference_metrics"
-    references = ReferenceStore(Path(config.rootpath, reference_dir), compat.stack_versions())
+    references = ReferenceStore(
+        Path(config.rootpath, reference_dir), compat.stack_versions(), isa_class=machine.int8_isa_class()
+    )
     state = SessionState(
         store=store,
         references=references,
@@ -158,8 +163,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     """Check the lowerings before the test body, run the gates after it (a gated test needs no body)."""
     _check_lowerings(item)
     outcome = yield
-    _run_gates(item)
-    return outcome
+    try:
+        _run_gates(item)
+    except OVQuantError as error:  # unusable eval data or reference file: a failure naming it, not a crash
+        message = f"pytest-ovquant: {error}"
+    else:
+        return outcome
+    pytest.fail(message, pytrace=False)  # outside the except: the message once, without the chain
 
 
 def _run_gates(item: pytest.Item) -> None:
@@ -212,7 +222,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             "lowerings": [report.lowering_summary(m) for m in state.store.lowered_models()],
         }
         return
-    state.written_references = state.references.write_pending()
+    staged = set(state.references.pending)
+    try:
+        state.written_references = state.references.write_pending()
+    except OVQuantError as error:  # the files stay as they were; the run fails and says why
+        state.written_references = sorted(staged - set(state.references.pending))
+        state.reference_error = str(error)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = session.config.getoption("ovq_results")
     if path:
         results.write_results(Path(path), results.results_payload(state.sorted_outcomes(), state.machine(), state.lowerings()))
@@ -249,6 +266,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
         for path in state.written_references:
             terminalreporter.write_line(f"reference written: {path}")
+    if state.reference_error is not None:
+        terminalreporter.section("ovquant references not written", red=True)
+        terminalreporter.write_line(f"pytest-ovquant: {state.reference_error}", red=True)
     lowerings = state.lowerings()
     if not lowerings:
         return

@@ -9,12 +9,16 @@ atomically (a crash mid-update leaves the old file).
 Values that differ per software stack live in *override files* next to the base file
 (``test_zoo@openvino-2026.4.yaml``), the way NNCF's conformance suite keeps per-backend values:
 the base file stays the single place that ``--ovq-update-refs`` writes, and a stack's known
-deviations are kept (and reviewed) separately.
+deviations are kept (and reviewed) separately. INT8 results also depend on the CPU's INT8 class
+(without VNNI the dot products can saturate), so ``test_zoo@isa-avx2.yaml`` holds the values of
+machines of that class (``measure.machine.INT8_ISA_CLASSES``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import math
 import numbers
 import os
@@ -26,8 +30,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import filelock
 import yaml
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, remove_stale_temp_files
 from .errors import OVQuantError
+from .measure.machine import INT8_ISA_CLASSES
 
 SCHEMA_VERSION = 1
 # The versions this plugin can read; a file with any other is refused rather than misread.
@@ -45,6 +50,8 @@ LOCK_TIMEOUT_S = 120.0
 _FIX_BASE = "fix the file or delete it and re-record with --ovq-update-refs"
 _FIX_OVERRIDE = "fix the override file or delete it (--ovq-update-refs never writes override files)"
 _OVERRIDE_NAME = re.compile(r"^(?P<package>[A-Za-z0-9][A-Za-z0-9._-]*)-(?P<version>\d+(?:\.\d+)*)$")
+_ISA_OVERRIDE_NAME = re.compile(r"^isa-(?P<isa>[a-z0-9]+)$")
+ISA = "isa"  # the condition name of a CPU-class override file
 _RELEASE = re.compile(r"^\s*[vV]?(?:\d+!)?(\d+(?:\.\d+)*)")
 
 
@@ -423,6 +430,19 @@ def _dump(entries: Mapping[str, TestReference]) -> str:
     return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, allow_unicode=True, width=4096)
 
 
+def _write_failed(path: Path, error: OSError, count: int) -> ReferenceFileError:
+    """The error for a reference file that could not be written: what happened, and what to do."""
+    reason = error.strerror or str(error)
+    if error.errno in errno.errorcode:
+        reason = f"{errno.errorcode[error.errno]}: {reason}"
+    return ReferenceFileError(
+        f"{path}: could not write {count} updated reference(s) ({reason}); the file was left as it was, "
+        f"nothing was half-written. Free disk space (or fix the quota / permissions of {path.parent}) and rerun "
+        "with --ovq-update-refs (or --ovq-regen-all) to record them",
+        path=path,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Node ids, override names, versions
 
@@ -488,9 +508,10 @@ class _Module:
 class ReferenceStore:
     """Reads references (base file + matching override files) and writes updated base files."""
 
-    def __init__(self, root: Path, installed: Mapping[str, str | None]):
+    def __init__(self, root: Path, installed: Mapping[str, str | None], *, isa_class: str | None = None):
         self.root = Path(root)
         self.installed: dict[str, str | None] = {_normalise_package(k): v for k, v in installed.items()}
+        self.isa_class = isa_class  # this machine's INT8 class: which '@isa-<class>' files apply
         self._cache: dict[Path, _Module] = {}
         self._pending: dict[Path, dict[str, TestReference]] = {}
 
@@ -503,8 +524,10 @@ class ReferenceStore:
         name = relative.name[: -len(".py")] if relative.suffix == ".py" else relative.name
         return self.root.joinpath(*relative.parts[:-1], name + ".yaml")
 
-    def override_files(self, base: Path) -> list[tuple[Path, str, tuple[int, ...]]]:
-        """All override files of a base file, sorted by name, as (path, package, version prefix)."""
+    def override_files(self, base: Path) -> list[tuple[Path, str, tuple[int, ...] | str]]:
+        """All override files of a base file, sorted by name, as (path, package, version prefix),
+        or (path, "isa", INT8 class) for a CPU-class file."""
+
         stem = base.name[: -len(".yaml")]
         try:
             names = sorted(os.listdir(base.parent))
@@ -514,13 +537,18 @@ class ReferenceStore:
         for name in names:
             if not (name.startswith(stem + "@") and name.endswith(".yaml")):
                 continue
-            match = _OVERRIDE_NAME.match(name[len(stem) + 1 : -len(".yaml")])
+            condition = name[len(stem) + 1 : -len(".yaml")]
             path = base.parent / name
-            if match is None:
+            isa = _ISA_OVERRIDE_NAME.match(condition)
+            if isa is not None and isa.group("isa") in INT8_ISA_CLASSES:
+                found.append((path, ISA, isa.group("isa")))
+                continue
+            match = _OVERRIDE_NAME.match(condition)
+            if match is None or isa is not None:
                 raise ReferenceFileError(
                     f"{path}: looks like an override file of {base.name} but its name is not "
-                    f"'{stem}@<package>-<version prefix>.yaml' (e.g. '{stem}@openvino-2026.4.yaml'); rename or "
-                    "delete it",
+                    f"'{stem}@<package>-<version prefix>.yaml' (e.g. '{stem}@openvino-2026.4.yaml') nor "
+                    f"'{stem}@isa-<class>.yaml' with a class in {', '.join(INT8_ISA_CLASSES)}; rename or delete it",
                     path=path,
                 )
             prefix = tuple(int(part) for part in match.group("version").split("."))
@@ -538,7 +566,7 @@ class ReferenceStore:
         sources: dict[str, list[str]] = {key: [f"{base}:{parsed.lines[key]}"] for key in raw} if parsed else {}
         last_override: dict[str, Path] = {}
         for path, package, prefix in self.override_files(base):
-            if not _prefix_matches(prefix, self.installed.get(package)):
+            if not self._applies(package, prefix):
                 continue
             override = _parse_file(path, partial=True)
             for key, entry in override.entries.items():
@@ -559,6 +587,11 @@ class ReferenceStore:
         module = _Module(references=references)
         self._cache[base] = module
         return module
+
+    def _applies(self, package: str, condition: tuple[int, ...] | str) -> bool:
+        if package == ISA:
+            return condition == self.isa_class
+        return isinstance(condition, tuple) and _prefix_matches(condition, self.installed.get(package))
 
     def get(self, node_id: str) -> TestReference | None:
         """The test's reference with matching overrides applied; None if there is none."""
@@ -611,16 +644,22 @@ class ReferenceStore:
         return written
 
     def _write_one(self, path: Path, updates: Mapping[str, TestReference]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout:
             raise OVQuantError(
                 f"{path}: could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s (another process is "
                 "updating this reference file); retry when it is done"
             ) from None
+        except OSError as error:
+            raise _write_failed(path, error, len(updates)) from error
         try:
+            # temp files of a writer killed between naming its temp file and renaming it (the lock
+            # is held, so no live writer owns one)
+            with contextlib.suppress(OSError):
+                remove_stale_temp_files(path)
             entries: dict[str, TestReference] = {}
             if path.exists():
                 try:
@@ -634,7 +673,10 @@ class ReferenceStore:
                     ) from None
                 entries = {key: _build(key, entry) for key, entry in parsed.entries.items()}
             entries.update(updates)
-            atomic_write_text(path, _dump(entries))
+            try:
+                atomic_write_text(path, _dump(entries))
+            except OSError as error:  # disk full, quota, file size limit, permissions
+                raise _write_failed(path, error, len(updates)) from error
         finally:
             lock.release()
 

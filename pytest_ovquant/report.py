@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import compat
 from .flow.lower import LoweredModel
+from .measure.machine import SATURATING_INT8_CLASSES, int8_isa_class
 
 if TYPE_CHECKING:
     from .gate_runner import GateOutcome
@@ -70,7 +71,7 @@ def lowering_table(lowerings: Sequence[dict]) -> list[str]:
                 str(r["fake_quantize"]),
                 f"{r['int8_layers']}/{r['quantized_layers']}" if r["quantized"] else "-",
                 precisions or "-",
-                "PROBLEM" if r["problems"] else "ok",
+                "PROBLEM" if r["problems"] else "ok" + (f" ({len(r['pytorch_ops'])} op(s) in PyTorch)" if r.get("pytorch_ops") else ""),
             )
         )
     return _table(rows)
@@ -126,6 +127,8 @@ def gate_failure_message(outcome: "GateOutcome") -> str:
     missing = any(r.status == "no reference" for r in outcome.rows)
     if outcome.updated:
         lines.append(f"reference updated in {outcome.reference_file}: review the diff, then rerun")
+    elif any(r.nonfinite for r in outcome.rows):
+        lines.append(f"reference: {outcome.reference_file}; NaN/Inf outputs are never recorded: fix them first")
     elif missing:
         lines.append(f"no reference for this test in {outcome.reference_file}; to record the values above:")
         lines.append(f"    {update_command(outcome.node_id)}")
@@ -190,7 +193,10 @@ def markdown_summary(outcomes: Sequence["GateOutcome"], header: str) -> str:
 
 def machine_line(details: dict) -> str:
     isa = ",".join(details.get("isa") or []) or "-"
+    int8_class = int8_isa_class(details.get("isa") or [])
+    saturates = " (no VNNI: INT8 dot products can saturate)" if int8_class in SATURATING_INT8_CLASSES else ""
     return (
-        f"{details.get('cpu')}; ISA {isa}; {details.get('logical_cpus')} logical CPUs; "
+        f"{details.get('cpu')}; ISA {isa}; INT8 class {int8_class}{saturates}; "
+        f"{details.get('logical_cpus')} logical CPUs; "
         f"torch threads {details.get('torch_threads')}; OpenVINO precision hint {details.get('precision_hint')}"
     )

@@ -147,6 +147,8 @@ class LoweringReport:
     min_int8_fraction: float = 1.0
     compile_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    # ops the torch.compile partitioner left to PyTorch because OpenVINO cannot convert them (one per node)
+    pytorch_ops: list[str] = field(default_factory=list)
 
     # -- aggregate facts ---------------------------------------------------------------------
     @property
@@ -199,11 +201,20 @@ class LoweringReport:
         ]
         return ", ".join(parts) if parts else "no compute layers"
 
+    def _pytorch_ops_phrase(self) -> str:
+        counts = Counter(self.pytorch_ops)
+        return ", ".join(f"{op}" + (f" x{n}" if n > 1 else "") for op, n in sorted(counts.items()))
+
     def problems(self) -> list[str]:
         """Each problem names the cause and the way out. Empty: the lowering is what it claims."""
         found: list[str] = []
         if self.n_irs == 0:
-            if self.lowering == "torch.compile":
+            if self.pytorch_ops:
+                found.append(
+                    f"no OpenVINO IR was built: OpenVINO cannot convert {self._pytorch_ops_phrase()}, so the "
+                    "model ran in PyTorch; replace these ops in the model, or test only the part OpenVINO converts"
+                )
+            elif self.lowering == "torch.compile":
                 found.append(
                     f"no OpenVINO IR was built: torch.compile backend {self.backend!r} fell back to another "
                     "compiler (OpenVINO's 'openvino' backend catches every error and silently calls inductor's "
@@ -258,6 +269,11 @@ class LoweringReport:
         ]
         if self.n_irs > 1:
             lines.append(f"note: {self.n_irs} IRs means graph breaks; the parts between them run in PyTorch")
+        if self.pytorch_ops and self.n_irs:
+            lines.append(
+                f"note: OpenVINO cannot convert {self._pytorch_ops_phrase()}: ran in PyTorch between the IRs "
+                "(replace these ops to run the whole model in OpenVINO)"
+            )
         lines.extend(f"note: {n}" for n in self.notes)
         lines.extend(f"PROBLEM: {p}" for p in self.problems())
         return "\n".join(lines)
@@ -277,6 +293,7 @@ class LoweringReport:
             "precisions": self.precision_counts(),
             "inference_precision": self.inference_precision,
             "compile_seconds": self.compile_seconds,
+            "pytorch_ops": list(self.pytorch_ops),
             "problems": self.problems(),
             "irs": [asdict(ir) for ir in self.irs],
         }

@@ -72,3 +72,36 @@ class TinyCNN(torch.nn.Module):
         x = torch.relu(self.conv2(x))
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
 """
+
+
+def tiny_cnn_project(calibration_items: int, eval_fixture: str) -> str:
+    """A user conftest.py: TinyCNN with seeded weights, 1x3x16x16 inputs, ``calibration_items``
+    calibration images, and the ``ovq_eval_dataset`` fixture source given."""
+    return TINY_CNN_SOURCE + f"""
+
+@pytest.fixture(scope="session")
+def ovq_model():
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture(scope="session")
+def ovq_example_inputs():
+    return (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)),)
+
+
+@pytest.fixture(scope="session")
+def ovq_calibration_dataset():
+    g = torch.Generator().manual_seed(2)
+    return [(torch.randn(1, 3, 16, 16, generator=g),) for _ in range({calibration_items})]
+
+{eval_fixture}"""
+
+
+# Four random images without targets: enough for the fidelity metrics (cosine, sqnr).
+FIDELITY_EVAL_FIXTURE = """
+@pytest.fixture(scope="session")
+def ovq_eval_dataset():
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(4, 3, 16, 16, generator=g), None)]
+"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nncf
 import pytest
 import torch
-from small_models import DataDependentBranch, SmallMLP, image_batches, seeded
+from small_models import DataDependentBranch, SmallMLP, seeded
 
 from pytest_ovquant.config import make_config
 from pytest_ovquant.errors import ExportError, QuantizeError

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from pytest_ovquant import atomic
-from pytest_ovquant import references as refs
 from pytest_ovquant.errors import OVQuantError
 from pytest_ovquant.references import (
     SCHEMA_VERSION,
@@ -654,7 +653,7 @@ def test_crash_mid_write_leaves_the_old_file_and_no_temp_files(
         raise OSError("simulated crash")
 
     monkeypatch.setattr(atomic.os, "replace", crash)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(ReferenceFileError, match="simulated crash"):
         store.write_pending()
     monkeypatch.undo()
 
@@ -677,7 +676,7 @@ def test_crash_during_fsync_leaves_no_temp_file(tmp_path: Path, monkeypatch: pyt
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "fsync", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ReferenceFileError, match="disk full"):
         store.write_pending()
     assert base.read_text() == FULL_ENTRY
     assert listing(base.parent) == ["test_zoo.yaml"]

@@ -84,9 +84,21 @@ def record_openvino_compiles() -> Iterator[list[tuple[Any, Any]]]:
     """
     import openvino as ov
     from openvino.frontend.pytorch.torchdynamo import compile as ov_compile
+    from openvino.frontend.pytorch.torchdynamo import partition as ov_partition
 
-    records: list[tuple[Any, Any]] = []
+    records = _Records()
     original = ov_compile.Core
+    original_partition = ov_partition.Partitioner.make_partitions
+
+    def recording_partition(self: Any, graph_module: Any, *args: Any, **kwargs: Any) -> Any:
+        # ops left outside every OpenVINO partition because OpenVINO cannot convert them run in PyTorch
+        fused = original_partition(self, graph_module, *args, **kwargs)
+        with contextlib.suppress(Exception):  # recording must never break a lowering
+            submodules = dict(fused.named_modules())
+            for node in fused.graph.nodes:
+                if node.op == "call_function" and not self.supported_ops.is_node_supported(submodules, node):
+                    records.pytorch_ops.append(str(node.target))
+        return fused
 
     class RecordingCore(original):  # type: ignore[misc, valid-type]
         def compile_model(self, model: Any, *args: Any, **kwargs: Any) -> Any:
@@ -96,10 +108,20 @@ def record_openvino_compiles() -> Iterator[list[tuple[Any, Any]]]:
             return compiled
 
     ov_compile.Core = RecordingCore
+    ov_partition.Partitioner.make_partitions = recording_partition
     try:
         yield records
     finally:
         ov_compile.Core = original
+        ov_partition.Partitioner.make_partitions = original_partition
+
+
+class _Records(list):
+    """(ov.Model, CompiledModel) pairs, plus the ops the partitioner left to PyTorch (unconvertible)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pytorch_ops: list[str] = []
 
 
 def resolve_backend(config: QuantizeConfig) -> str:
@@ -130,6 +152,7 @@ def _report(
         irs=[summarize_ir(model_ir, compiled) for model_ir, compiled in records],
         min_int8_fraction=config.min_int8_fraction,
         compile_seconds=seconds,
+        pytorch_ops=list(getattr(records, "pytorch_ops", [])),
     )
 
 
@@ -211,9 +234,17 @@ def lower_export(
     except OVQuantError:
         raise
     except Exception as error:
+        text = str(error).strip()
+        hint = ""
+        if "No conversion rule found" in text or "wasn't fully converted" in text:
+            hint = (
+                "\nhint: OpenVINO cannot convert the operations named above: replace them in the model, or use "
+                "lowering='torch.compile', where they run in PyTorch between OpenVINO partitions (the lowering "
+                "report names them)"
+            )
         raise LoweringError(
             f"lowering {name} with ov.convert_model(torch.export.export(...)) failed: "
-            f"{type(error).__name__}: {str(error).strip()[:2000]}"
+            f"{type(error).__name__}: {text[:2000]}{hint}"
         ) from error
     seconds = time.perf_counter() - start
     report = _report("export", None, [(ov_model, compiled)], example_inputs, config, quantized, seconds)

@@ -30,14 +30,18 @@ def build_quantizer(config: QuantizeConfig) -> Any:
         ) from error
 
 
-def as_model_args(item: Any) -> tuple[Any, ...]:
+def as_model_args(item: Any, index: int | None = None) -> tuple[Any, ...]:
     """A calibration item -> positional model arguments."""
     if isinstance(item, torch.Tensor):
         return (item,)
-    if isinstance(item, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in item):
+    if isinstance(item, (tuple, list)) and item and all(isinstance(t, torch.Tensor) for t in item):
         return tuple(item)
+    what = type(item).__name__
+    if isinstance(item, (tuple, list)):
+        what += " of " + (", ".join(type(t).__name__ for t in item[:4]) + ("..." if len(item) > 4 else "") or "nothing")
     raise QuantizeError(
-        f"calibration item of type {type(item).__name__} is not a tensor or a tuple of tensors; "
+        f"calibration item of type {what}{'' if index is None else f' (item {index})'} is not a tensor or a tuple "
+        "of tensors; "
         "make ovq_calibration_dataset yield model inputs (tensor or tuple of tensors), "
         "or an nncf.Dataset with a transform_fn that returns them"
     )
@@ -50,9 +54,13 @@ def calibration_items(dataset: Any, limit: int) -> list[tuple[Any, ...]]:
     else:
         source = dataset
     try:
-        items = [as_model_args(item) for item in itertools.islice(iter(source), limit)]
+        iterator = iter(source)
     except TypeError as error:
-        raise QuantizeError(f"calibration dataset {type(dataset).__name__} is not iterable: {error}") from error
+        raise QuantizeError(
+            f"calibration dataset {type(dataset).__name__} is not iterable ({error}); the ovq_calibration_dataset "
+            "fixture must return an iterable of model inputs (e.g. a list of tuples of tensors) or an nncf.Dataset"
+        ) from error
+    items = [as_model_args(item, index) for index, item in enumerate(itertools.islice(iterator, limit))]
     if not items:
         raise QuantizeError(
             "calibration dataset is empty; the ovq_calibration_dataset fixture must yield at least one input"
@@ -92,7 +100,15 @@ def quantize(
         prepared = pt2e.prepare_pt2e(exported, quantizer)
         with torch.no_grad():
             for index, args in enumerate(items):
-                prepared(*args)
+                try:
+                    prepared(*args)
+                except Exception as error:
+                    shapes = ", ".join(str(list(a.shape)) for a in args)
+                    raise QuantizeError(
+                        f"calibrating {label} failed on ovq_calibration_dataset item {index} (shapes {shapes}): "
+                        f"{type(error).__name__}: {error}; calibration items must be shaped like ovq_example_inputs"
+                        + (" (with dynamic_batch=True the batch size may differ)" if not config.dynamic_batch else "")
+                    ) from error
                 if progress is not None:
                     progress(index + 1, len(items))
         return pt2e.convert_pt2e(prepared, fold_quantize=False)

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .metrics import Metric
+from ..errors import OVQuantError
+from .metrics import Metric, _logits
 
 Progress = Callable[[int], None]  # called with the number of samples just done
 
@@ -26,6 +27,9 @@ class MetricResult:
     int8: float
     fp32_samples: torch.Tensor | None = field(repr=False, default=None)
     int8_samples: torch.Tensor = field(repr=False, default_factory=lambda: torch.empty(0))
+    # samples whose outputs hold NaN/Inf: such a metric value (even a finite top-1) cannot be trusted
+    int8_nonfinite: int = 0
+    fp32_nonfinite: int = 0
 
     @property
     def drop(self) -> float | None:
@@ -36,8 +40,35 @@ class MetricResult:
         return int(self.int8_samples.numel())
 
 
-class EvaluationError(ValueError):
-    """The evaluation data does not fit the model (names the item and what is expected)."""
+class EvaluationError(OVQuantError, ValueError):
+    """The evaluation data does not fit the model (names ovq_eval_dataset, the item and what is expected)."""
+
+
+_DATASET = "ovq_eval_dataset"
+
+
+def _nonfinite_rows(outputs: Any) -> torch.Tensor | None:
+    """Per sample: do the outputs hold NaN/Inf? None when the outputs have no float tensor to look at."""
+    try:
+        tensor = _logits(outputs)
+    except TypeError:
+        return None
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.dim() == 0:
+        return None
+    return ~torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(dim=1)
+
+
+def _run(model: Callable[..., Any], args: tuple[torch.Tensor, ...], which: str, index: int, batch_size: int) -> Any:
+    try:
+        return model(*args)
+    except Exception as error:
+        shapes = ", ".join(f"{list(a.shape)}" for a in args)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise EvaluationError(
+            f"{_DATASET}: evaluation item {index}: the {which} fails on inputs of shape {shapes}: "
+            f"{type(error).__name__}: {first}; the inputs must be shaped like ovq_example_inputs (they are fed in "
+            f"chunks of {batch_size}, the example inputs' batch size)"
+        ) from error
 
 
 def _as_args(inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -46,7 +77,7 @@ def _as_args(inputs: Any) -> tuple[torch.Tensor, ...]:
     if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
         return tuple(inputs)
     raise EvaluationError(
-        f"evaluation inputs of type {type(inputs).__name__} are not a tensor or a tuple of tensors; "
+        f"{_DATASET}: evaluation inputs of type {type(inputs).__name__} are not a tensor or a tuple of tensors; "
         "ovq_eval_dataset must yield (inputs, target) pairs"
     )
 
@@ -54,7 +85,7 @@ def _as_args(inputs: Any) -> tuple[torch.Tensor, ...]:
 def _split(item: Any, index: int) -> tuple[tuple[torch.Tensor, ...], Any]:
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
         raise EvaluationError(
-            f"evaluation item {index} is a {type(item).__name__}, not an (inputs, target) pair; "
+            f"{_DATASET}: evaluation item {index} is a {type(item).__name__}, not an (inputs, target) pair; "
             "make ovq_eval_dataset yield (inputs, target) (target may be None for fidelity metrics)"
         )
     args, target = _as_args(item[0]), item[1]
@@ -62,7 +93,8 @@ def _split(item: Any, index: int) -> tuple[tuple[torch.Tensor, ...], Any]:
         target = torch.as_tensor(target)
     if isinstance(target, torch.Tensor) and target.dim() > 0 and target.shape[0] != args[0].shape[0]:
         raise EvaluationError(
-            f"evaluation item {index}: {target.shape[0]} targets for {args[0].shape[0]} input samples"
+            f"{_DATASET}: evaluation item {index}: {target.shape[0]} targets for {args[0].shape[0]} input samples; "
+            "yield one target per sample (targets batched like the inputs, on dim 0)"
         )
     return args, target
 
@@ -87,13 +119,17 @@ def evaluate(
     """Per-sample metric values for FP32 and INT8 on the same samples."""
     fp32_values: dict[str, list[torch.Tensor]] = {m.name: [] for m in metrics}
     int8_values: dict[str, list[torch.Tensor]] = {m.name: [] for m in metrics}
+    nonfinite = {"int8": 0, "fp32": 0}
     seen = 0
     with torch.no_grad():
         for index, item in enumerate(dataset):
             args, target = _split(item, index)
             for chunk_args, chunk_target in _chunks(args, target, max(1, batch_size)):
-                fp32_out = fp32_model(*chunk_args)
-                int8_out = int8_model(*chunk_args)
+                fp32_out = _run(fp32_model, chunk_args, "FP32 model", index, batch_size)
+                int8_out = _run(int8_model, chunk_args, "INT8 module", index, batch_size)
+                for which, out in (("int8", int8_out), ("fp32", fp32_out)):
+                    rows = _nonfinite_rows(out)
+                    nonfinite[which] += int(rows.sum()) if rows is not None else 0
                 for metric in metrics:
                     try:
                         int8_values[metric.name].append(metric.per_sample(int8_out, chunk_target, fp32_out).reshape(-1))
@@ -102,7 +138,7 @@ def evaluate(
                                 metric.per_sample(fp32_out, chunk_target, fp32_out).reshape(-1)
                             )
                     except (ValueError, TypeError, RuntimeError) as error:
-                        raise EvaluationError(f"evaluation item {index}: {error}") from error
+                        raise EvaluationError(f"{_DATASET}: evaluation item {index}: {error}") from error
                 done = chunk_args[0].shape[0]
                 seen += done
                 if progress is not None:
@@ -111,7 +147,7 @@ def evaluate(
     if close is not None:
         close()
     if seen == 0:
-        raise EvaluationError("ovq_eval_dataset is empty: it must yield at least one (inputs, target) pair")
+        raise EvaluationError(f"{_DATASET} is empty: it must yield at least one (inputs, target) pair")
     results = {}
     for metric in metrics:
         int8_samples = torch.cat(int8_values[metric.name])
@@ -122,6 +158,8 @@ def evaluate(
             int8=metric.reduce(int8_samples),
             fp32_samples=fp32_samples,
             int8_samples=int8_samples,
+            int8_nonfinite=nonfinite["int8"],
+            fp32_nonfinite=nonfinite["fp32"],
         )
     return results
 

@@ -31,6 +31,27 @@ def _cpuinfo() -> tuple[str, tuple[str, ...]]:
     return model, flags
 
 
+# INT8 dot-product classes, best first. Without VNNI (AVX2, AVX-512F) the u8*s8 dot product goes
+# through a saturating 16-bit intermediate (OpenVINO's "saturation issue"), so INT8 outputs differ
+# from a VNNI/AMX machine's by far more than kernel noise: accuracy references are kept per class.
+INT8_ISA_CLASSES = ("amx", "vnni", "avx512", "avx2", "baseline")
+SATURATING_INT8_CLASSES = ("avx512", "avx2", "baseline")
+
+
+def int8_isa_class(flags: tuple[str, ...] | list[str] | None = None) -> str:
+    """This CPU's INT8 class (one of INT8_ISA_CLASSES), from its ISA flags (default: this machine's)."""
+    present = set(_cpuinfo()[1] if flags is None else flags)
+    if "amx_int8" in present:
+        return "amx"
+    if present & {"avx512_vnni", "avx_vnni"}:
+        return "vnni"
+    if "avx512f" in present:
+        return "avx512"
+    if "avx2" in present:
+        return "avx2"
+    return "baseline"
+
+
 def default_precision_hint() -> str | None:
     """OpenVINO's INFERENCE_PRECISION_HINT for CPU on this machine (bf16 where the CPU has it)."""
     try:

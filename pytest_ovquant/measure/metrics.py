@@ -66,10 +66,26 @@ def _logits(outputs: Any) -> torch.Tensor:
 def _targets(targets: Any, batch: int, metric: str) -> torch.Tensor:
     if targets is None:
         raise ValueError(f"metric {metric} needs targets; ovq_eval_dataset must yield (inputs, target) pairs")
-    targets = torch.as_tensor(targets).reshape(-1)
-    if targets.numel() != batch:
-        raise ValueError(f"metric {metric}: {targets.numel()} targets for a batch of {batch} outputs")
-    return targets.long()
+    try:
+        tensor = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"metric {metric}: targets of type {type(targets).__name__} are not class indices ({error}); "
+            "yield a tensor of integer class indices, one per sample"
+        ) from None
+    flat = tensor.reshape(-1)
+    if flat.numel() != batch:
+        raise ValueError(
+            f"metric {metric}: {flat.numel()} targets for a batch of {batch} outputs (targets of shape "
+            f"{list(tensor.shape)}; {metric} needs one class index per sample, not one-hot or per-position labels)"
+        )
+    if flat.is_floating_point():
+        if not bool(torch.all(flat == flat.round())):
+            raise ValueError(
+                f"metric {metric}: targets must be integer class indices, got {flat.tolist()[:8]}"
+                + ("..." if flat.numel() > 8 else "")
+            )
+    return flat.long()
 
 
 def topk(k: int) -> Metric:
@@ -79,6 +95,12 @@ def topk(k: int) -> Metric:
         if logits.shape[1] < k:
             raise ValueError(f"metric top{k}: outputs have only {logits.shape[1]} classes")
         labels = _targets(targets, logits.shape[0], f"top{k}")
+        outside = (labels < 0) | (labels >= logits.shape[1])
+        if bool(outside.any()):
+            raise ValueError(
+                f"metric top{k}: target class index {int(labels[outside][0])} is out of range for outputs with "
+                f"{logits.shape[1]} classes (valid: 0..{logits.shape[1] - 1})"
+            )
         hits = logits.topk(k, dim=1).indices.eq(labels[:, None]).any(dim=1)
         return hits.double()
 

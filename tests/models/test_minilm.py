@@ -51,7 +51,9 @@ def test_minilm_int8_accuracy(zoo_name, ovq_compiled_model, ovq_lowering_report)
     assert report.n_irs == 1 and report.weight_inputs == 0, report.describe()
     # every Linear is quantized and runs int8 (FullyConnected u8/i8 in the compiled model)
     assert report.quantized_layers == QUANTIZED_LINEARS, report.describe()
-    assert report.int8_layers == QUANTIZED_LINEARS, report.describe()
+    # at least those: on some CPUs (AVX2 without VNNI) the CPU plugin also runs the attention
+    # MatMuls, whose activations SmoothQuant quantizes, in int8 (MatMul i8:6 there; f32 on AMX)
+    assert report.int8_layers >= QUANTIZED_LINEARS, report.describe()
     fully_connected = report.precision_counts()["FullyConnected"]
     assert set(fully_connected) <= {"u8", "i8"} and sum(fully_connected.values()) == QUANTIZED_LINEARS
 

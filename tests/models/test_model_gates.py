@@ -26,3 +26,14 @@ def test_digits_accuracy(zoo_name):
 @pytest.mark.ovq_accuracy(metric="sqnr", min_value=5.0)
 def test_image_models_fidelity(zoo_name):
     """INT8 outputs stay close to FP32 (random weights: a loose bound, a broken INT8 gives ~0)."""
+
+
+# INT8 (torch.compile lowering) vs eager FP32 at batch 1; the interval decides (README: statistics).
+# Measured: resnet18 6.3x on a Xeon with AMX, 1.35x on an AVX2-only EPYC (no VNNI); mobilenet 2.35x there.
+# The bound catches an INT8 module that is not clearly faster than eager (a silent fallback, weights
+# as runtime inputs, bf16 instead of int8); the stored speedup is compared only on the machine it
+# was recorded on, within 20% (the machine is shared; README: repeatability).
+@images
+@pytest.mark.ovq_speedup(min=1.2, baseline="eager", tolerance=0.2)
+def test_image_models_speedup(zoo_name):
+    """No body: the speedup gate runs after it."""

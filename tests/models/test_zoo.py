@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pytest_ovquant.errors import LoweringError
+from pytest_ovquant.measure.machine import int8_isa_class
 
 # The models the default-config checks below run on. The other zoo models have their own modules
 # with the configs they need (test_gelu_presets.py, test_minilm.py): a default-config quantization of
@@ -43,10 +44,13 @@ EXPORT_LOWERING_MODELS = [
     "resnet18",
     pytest.param(
         "digits_cnn",
+        # Seen on CPUs with AMX and with AVX-512 VNNI; on an AVX2 CPU (no VNNI) the same IR compiles
+        # and runs int8.
         marks=pytest.mark.xfail(
+            int8_isa_class() in ("amx", "vnni"),
             raises=LoweringError,
             strict=True,
-            reason="OpenVINO 2026.4 CPU plugin: 'No suitable implementations' compiling the exported INT8 "
+            reason="OpenVINO 2026.4 CPU plugin on AMX/VNNI CPUs: 'No suitable implementations' compiling the exported INT8 "
             "digits CNN (the torch.compile lowering of the same model works)",
         ),
     ),
