@@ -13,10 +13,11 @@ resnet18 (torchvision, random weights ``torch.manual_seed(0)``, eval), built as 
 images, seed 2; default config; default ``torch.compile`` lowering). In this process the INT8 model
 is built once; then, alternating (bare, plugin, bare, plugin, ...; ``--repeats`` of each):
 
-- bare: a plain loop, ``--pairs`` pairs of (eager call, INT8 call) after 3 warm-up pairs, each call
-  timed with ``time.perf_counter``; the speedup is the median of the per-pair ratios eager/INT8.
-  Two flavours are timed back to back in each bare slot: eager under ``torch.no_grad()`` (what a
-  script would write) and eager with grad enabled (how the plugin's gate calls ``ovq_model``);
+- bare: plain loops under ``torch.no_grad()`` after 3 warm-up pairs, each call timed with
+  ``time.perf_counter``, two flavours back to back in each bare slot: ``loops`` (``--pairs`` eager
+  calls, then ``--pairs`` INT8 calls; ratio of the medians: how a benchmark script usually times
+  two models) and ``alternating`` (eager, INT8, eager, INT8 ...; median of the per-pair ratios:
+  every call follows a call of the other model, which slows both on this 2-core machine);
 - plugin: a real pytest session in a subprocess (same interpreter) on a generated temporary project
   whose conftest builds the same resnet18 / inputs / calibration and whose only test carries
   ``@pytest.mark.ovq_speedup(min=1.0)``; run with ``--ovq-results results.json``, the speedup is
@@ -25,8 +26,9 @@ is built once; then, alternating (bare, plugin, bare, plugin, ...; ``--repeats``
 Printed: every measurement, the medians of bare and plugin and their ratio plugin/bare (the target
 is within 5%).
 
-(b) Cold vs warm: ``pytest tests/models -p no:logging -q`` run twice in a row in a subprocess from
-the project root, wall time of each. If the plugin has an on-disk artifact cache
+(b) Cold vs warm: ``pytest tests/models -p no:logging -q -m "not ovq_speedup"`` (the model suite
+without its speed gates) run twice in a row in a subprocess from the project root, wall time of
+each; first with ``-n 0``, then the same pair with ``-n 2`` (two xdist workers). If the plugin has an on-disk artifact cache
 (``--ovq-cache-dir`` / ``--ovq-clear-cache`` in ``pytest --help``), the cold run uses a fresh
 temporary cache directory with ``--ovq-clear-cache`` and the warm run the same directory without it
 (so the project's own cache is left alone; ``--project-cache`` uses the default location instead);
@@ -53,7 +55,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITE_COMMAND = ["tests/models", "-p", "no:logging", "-q"]
+# Speed gates deselected: timing cannot be cached, so it would only blur cold vs warm (issue 5).
+SUITE_COMMAND = ["tests/models", "-p", "no:logging", "-q", "-m", "not ovq_speedup"]
+XDIST_MODES = {"-n 0": ["-n", "0"], "-n 2": ["-n", "2"]}
 WARMUP_PAIRS = 3
 
 # The generated project: the zoo's resnet18 (root conftest.py) and a speed-gated test.
@@ -119,22 +123,36 @@ def build_int8() -> tuple[torch.nn.Module, Any, tuple[torch.Tensor, ...]]:
 
 
 def bare_speedup(model: torch.nn.Module, int8: Any, example: tuple[torch.Tensor, ...], pairs: int,
-                 no_grad: bool) -> dict[str, float]:
-    """A plain loop: eager, INT8, eager, INT8 ...; median of the per-pair ratios."""
-    with torch.set_grad_enabled(not no_grad):
+                 how: str) -> dict[str, float]:
+    """What a script without the plugin measures, under ``torch.no_grad()``.
+
+    ``loops``: ``pairs`` eager calls, then ``pairs`` INT8 calls; ratio of the two medians (how a
+    benchmark script usually times two models). ``alternating``: eager, INT8, eager, INT8 ...;
+    median of the per-pair ratios (every INT8 call follows an eager call, and the other way round).
+    """
+    with torch.no_grad():
         for _ in range(WARMUP_PAIRS):
             model(*example)
             int8(*example)
         eager_s, int8_s = [], []
-        for _ in range(pairs):
-            start = time.perf_counter()
-            model(*example)
-            eager_s.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            int8(*example)
-            int8_s.append(time.perf_counter() - start)
+        if how == "loops":
+            for fn, sink in ((model, eager_s), (int8, int8_s)):
+                for _ in range(pairs):
+                    start = time.perf_counter()
+                    fn(*example)
+                    sink.append(time.perf_counter() - start)
+            speedup = statistics.median(eager_s) / statistics.median(int8_s)
+        else:
+            for _ in range(pairs):
+                start = time.perf_counter()
+                model(*example)
+                eager_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                int8(*example)
+                int8_s.append(time.perf_counter() - start)
+            speedup = statistics.median(e / i for e, i in zip(eager_s, int8_s))
     return {
-        "speedup": statistics.median(e / i for e, i in zip(eager_s, int8_s)),
+        "speedup": speedup,
         "eager_ms": statistics.median(eager_s) * 1e3,
         "int8_ms": statistics.median(int8_s) * 1e3,
     }
@@ -185,8 +203,7 @@ def part_a(args: argparse.Namespace) -> None:
     print(f"built in {time.perf_counter() - start:.1f}s: {int8!r}; plugin via "
           f"{'pytest11 entry point' if plugin_registered() else '-p pytest_ovquant.plugin'}; "
           f"bare: {args.pairs} pairs after {WARMUP_PAIRS} warm-up pairs", flush=True)
-    bare_ng: list[float] = []
-    bare_g: list[float] = []
+    bare: dict[str, list[float]] = {"loops": [], "alternating": []}
     plugin: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ovq-overhead-") as tmp:
         workdir = Path(tmp)
@@ -194,27 +211,27 @@ def part_a(args: argparse.Namespace) -> None:
         (workdir / "conftest.py").write_text(textwrap.dedent(CONFTEST).lstrip())
         (workdir / "test_speed.py").write_text(textwrap.dedent(TEST_MODULE).lstrip())
         for index in range(1, args.repeats + 1):
-            for flavour, no_grad, sink in (("no_grad", True, bare_ng), ("grad on", False, bare_g)):
-                b = bare_speedup(model, int8, example, args.pairs, no_grad)
+            for how, sink in bare.items():
+                b = bare_speedup(model, int8, example, args.pairs, how)
                 sink.append(b["speedup"])
-                print(f"  bare   #{index} (eager {flavour:<7}): speedup {b['speedup']:6.2f}x  "
+                print(f"  bare   #{index} ({how:<11}): speedup {b['speedup']:6.2f}x  "
                       f"eager {b['eager_ms']:6.2f} ms  INT8 {b['int8_ms']:5.2f} ms", flush=True)
             print(f"  running pytest session #{index} ...", file=sys.stderr, flush=True)
             p = plugin_speedup(workdir)
             plugin.append(p["speedup"])
             interval = f"[{p['interval'][0]:.2f}, {p['interval'][1]:.2f}]" if p["interval"] else "-"
-            print(f"  plugin #{index}                 : speedup {p['speedup']:6.2f}x  "
+            print(f"  plugin #{index}                : speedup {p['speedup']:6.2f}x  "
                   f"eager {p['eager_ms']:6.2f} ms  interval {interval}  status {p['status']!r}  "
                   f"exit {p['exit']}  session {p['wall']:.1f}s  ({'; '.join(p['notes'])})", flush=True)
-    med_ng, med_g, med_p = (statistics.median(v) for v in (bare_ng, bare_g, plugin))
+    med_p = statistics.median(plugin)
     print()
-    print(f"median bare (eager no_grad) : {med_ng:.3f}x")
-    print(f"median bare (eager grad on) : {med_g:.3f}x")
-    print(f"median plugin               : {med_p:.3f}x")
-    for label, med in (("no_grad", med_ng), ("grad on", med_g)):
-        ratio = med_p / med
+    for how, values in bare.items():
+        print(f"median bare ({how:<11}) : {statistics.median(values):.3f}x")
+    print(f"median plugin              : {med_p:.3f}x")
+    for how, values in bare.items():
+        ratio = med_p / statistics.median(values)
         verdict = "within" if abs(ratio - 1) <= 0.05 else "NOT within"
-        print(f"plugin / bare ({label:<7})     : {ratio:.3f} ({ratio - 1:+.1%}; {verdict} 5%)")
+        print(f"plugin / bare ({how:<11}) : {ratio:.3f} ({ratio - 1:+.1%}; {verdict} 5%)")
 
 
 # -- (b) -------------------------------------------------------------------------------------------
@@ -262,13 +279,19 @@ def part_b(args: argparse.Namespace) -> None:
               "both runs build every artifact; 'warm' differs only by OS file caches / bytecode")
         cold_extra, warm_extra = [], []
     try:
-        results = []
-        for label, extra in (("cold", cold_extra), ("warm", warm_extra)):
-            print(f"  running the {label} suite ...", file=sys.stderr, flush=True)
-            wall, code, summary = run_suite(extra)
-            results.append(wall)
-            print(f"{label:<5}: {wall:7.1f}s wall  exit {code}  [{summary}]", flush=True)
-        print(f"warm / cold: {results[1] / results[0]:.2f} ({results[0] - results[1]:+.1f}s saved by the second run)")
+        walls: dict[tuple[str, str], float] = {}
+        for mode, mode_args in XDIST_MODES.items():  # each mode: a cold run (cleared cache), then a warm one
+            for label, extra in (("cold", cold_extra), ("warm", warm_extra)):
+                print(f"  running the {label} suite ({mode}) ...", file=sys.stderr, flush=True)
+                wall, code, summary = run_suite(mode_args + extra)
+                walls[mode, label] = wall
+                print(f"{label:<5} {mode}: {wall:7.1f}s wall  exit {code}  [{summary}]", flush=True)
+        for mode in XDIST_MODES:
+            cold, warm = walls[mode, "cold"], walls[mode, "warm"]
+            print(f"{mode}: cold / warm {cold / warm:.1f}x ({cold - warm:+.1f}s saved by the warm run)")
+        for label in ("cold", "warm"):
+            n0, n2 = walls["-n 0", label], walls["-n 2", label]
+            print(f"{label}: -n 0 / -n 2 {n0 / n2:.2f}x ({n0:.1f}s vs {n2:.1f}s)")
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -170,3 +170,33 @@ def test_even_number_of_rounds_median_is_the_mean_of_the_middle_two():
     assert m.baseline_median_ms == pytest.approx(2.5)
     assert m.ratios == [4.0, 1.0]
     assert m.speedup == 2.5
+
+
+def switch_penalty_model(name: str, log: list[str], clock: FakeClock, cost: float, penalty: float):
+    """Costs ``cost``, plus ``penalty`` when the previous call in ``log`` was another model's."""
+
+    def run():
+        after_other = bool(log) and log[-1] != name
+        log.append(name)
+        clock.now += cost + (penalty if after_other else 0.0)
+        return name
+
+    return run
+
+
+def test_adaptive_blocks_time_each_model_after_its_own_calls_and_report_per_call_times(clock):
+    """Blocks A (B) B B (A) A: every timed call follows a call of its own model, so a slowdown of
+    the first call after a switch is not measured; the times kept are per call."""
+    log: list[str] = []
+    # the first call after a switch costs 5 ms more (as caches and threads move between models)
+    baseline = switch_penalty_model("eager", log, clock, cost=0.030, penalty=0.005)
+    candidate = switch_penalty_model("int8", log, clock, cost=0.010, penalty=0.005)
+    result = latency.measure_speedup_adaptive(
+        baseline, candidate, baseline_name="eager", warmup=1, min_rounds=3, max_rounds=3
+    )
+    assert log[:3] == ["eager", "int8", "eager"]  # warm-up, then a baseline call before the first block
+    assert log[3:] == ["eager", "int8", "int8", "int8", "eager", "eager"] * 3
+    assert result.rounds == 3
+    assert result.baseline_median_ms == pytest.approx(30.0)  # one call's time, not a block's two
+    assert result.candidate_median_ms == pytest.approx(10.0)
+    assert result.speedup == pytest.approx(3.0)

@@ -91,21 +91,29 @@ def measure_speedup_adaptive(
     threshold: float | None = None,
     confidence: float = 0.95,
 ) -> SpeedupMeasurement:
-    """Warm up, then add A-B-B-A blocks until the speedup's interval is narrow, decides the
+    """Warm up, then add blocks (A B B A, each timed call after an untimed call of its own model)
+    until the speedup's interval is narrow, decides the
     threshold, or the time budget runs out (``statistics.measure_until_narrow``). Each block is one
-    ratio; ``rounds`` counts blocks."""
+    ratio (and one mean call time per side); ``rounds`` counts blocks."""
     for _ in range(warmup):
         baseline()
         candidate()
+    baseline()  # the first block's first timed call follows a baseline call, as all timed calls do
+
     def sample_pair() -> tuple[float, float]:
-        # One A-B-B-A block: whatever the first call of a pair does to the second (threads still
-        # spinning, caches) hits both sides equally, so order effects cancel within the block
-        # instead of splitting the per-pair ratios into two modes.
+        # One block: A, (B), B, B, (A), A; the calls in parentheses are not timed. A call right
+        # after the other model's call is slower (its threads and caches were the other model's;
+        # on a 2-core machine an INT8 call after an eager one took 1.5x its steady time), so every
+        # timed call follows a call of its own model: the ratio is the one of each model run on
+        # its own, as in a benchmark loop. Timed calls sit symmetrically (A . B B . A), so drift
+        # within a block hits both sides alike.
         base = _time_call(baseline)
+        candidate()
         cand = _time_call(candidate)
         cand += _time_call(candidate)
+        baseline()
         base += _time_call(baseline)
-        return base, cand
+        return base / 2, cand / 2  # per call, so that the reported milliseconds are a call's
 
     result = measure_until_narrow(
         sample_pair,
