@@ -16,7 +16,7 @@ random 1x3x224x224 image (seed 1), 8 calibration images (seed 2), default config
 
 Two measurement methods, interleaved run by run (A F A F ...) so that machine drift hits both:
 
-- adaptive: ``measure_speedup_adaptive`` with ``SpeedupGate`` defaults (min_rounds 10, warmup 3,
+- adaptive: ``gate_runner.measure_for_gate`` (``measure_speedup_adaptive``) with ``SpeedupGate`` defaults (min_rounds 10, warmup 3,
   max_rounds 400, target relative width 3%, budget 30 s, confidence 0.95), exactly the keyword
   arguments ``gate_runner.run_gates`` passes;
 - fixed: ``measure_speedup(rounds=30)`` (the pre-adaptive measurement), warmup 3.
@@ -56,8 +56,9 @@ import torch
 from pytest_ovquant.compat import stack_versions
 from pytest_ovquant.config import make_config
 from pytest_ovquant.flow import export_model, lower, quantize
+from pytest_ovquant.gate_runner import measure_for_gate
 from pytest_ovquant.gates import FAIL, SpeedupGate, decide_speedup, parse_speedup
-from pytest_ovquant.measure.latency import SpeedupMeasurement, measure_speedup, measure_speedup_adaptive
+from pytest_ovquant.measure.latency import SpeedupMeasurement, measure_speedup
 
 FIXED_ROUNDS = 30
 THRESHOLD_FRACTION = 0.9
@@ -85,19 +86,8 @@ def _images(count: int, seed: int) -> list[torch.Tensor]:
 
 def adaptive(baseline: Callable[[], Any], candidate: Callable[[], Any], gate: SpeedupGate,
              threshold: float | None) -> SpeedupMeasurement:
-    """``measure_speedup_adaptive`` with the keyword arguments ``gate_runner.run_gates`` passes."""
-    return measure_speedup_adaptive(
-        baseline,
-        candidate,
-        baseline_name=gate.baseline,
-        warmup=gate.warmup,
-        min_rounds=gate.rounds,
-        max_rounds=gate.max_rounds,
-        target_relative_width=gate.target_width,
-        budget_seconds=gate.budget,
-        threshold=threshold,
-        confidence=gate.confidence,
-    )
+    """The plugin's own speed-gate measurement (``gate_runner.measure_for_gate``)."""
+    return measure_for_gate(gate, baseline, candidate, threshold)
 
 
 def fixed(baseline: Callable[[], Any], candidate: Callable[[], Any], gate: SpeedupGate) -> SpeedupMeasurement:

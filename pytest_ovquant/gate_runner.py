@@ -33,9 +33,15 @@ from .gates import (
 )
 from .measure.evaluation import EvaluationError, Progress, evaluate
 from .measure.exclusive import MachineLock
-from .measure.latency import measure_speedup_adaptive
+from .measure.latency import SpeedupMeasurement, measure_speedup_adaptive
 from .measure.machine import SATURATING_INT8_CLASSES, int8_isa_class
-from .references import MetricValues, ReferenceStore, SpeedupValues, TestReference, split_node_id
+from .references import (
+    MetricValues,
+    ReferenceStore,
+    SpeedupValues,
+    TestReference,
+    split_node_id,
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,24 @@ def outcome_from_dict(data: dict[str, Any]) -> GateOutcome:
     )
 
 
+def measure_for_gate(
+    gate: SpeedupGate, baseline: Callable[[], Any], candidate: Callable[[], Any], threshold: float | None
+) -> SpeedupMeasurement:
+    """The speed gate's measurement with the marker's settings; ``threshold`` lets it stop once decided."""
+    return measure_speedup_adaptive(
+        baseline,
+        candidate,
+        baseline_name=gate.baseline,
+        warmup=gate.warmup,
+        min_rounds=gate.rounds,
+        max_rounds=gate.max_rounds,
+        target_relative_width=gate.target_width,
+        budget_seconds=gate.budget,
+        threshold=threshold,
+        confidence=gate.confidence,
+    )
+
+
 def _new_reference(
     key: str,
     rows: list[GateRow],
@@ -211,17 +235,8 @@ def run_gates(
         # compare with, or a reference to record, measure until the interval is narrow (or the budget).
         threshold = None if (comparable or recording) else gate.min
         with exclusive(), torch.no_grad():  # alone on the machine; the eager baseline without autograd
-            measurement = measure_speedup_adaptive(
-                lambda: baseline_model(*example_inputs),
-                lambda: int8_model(*example_inputs),
-                baseline_name=gate.baseline,
-                warmup=gate.warmup,
-                min_rounds=gate.rounds,
-                max_rounds=gate.max_rounds,
-                target_relative_width=gate.target_width,
-                budget_seconds=gate.budget,
-                threshold=threshold,
-                confidence=gate.confidence,
+            measurement = measure_for_gate(
+                gate, lambda: baseline_model(*example_inputs), lambda: int8_model(*example_inputs), threshold
             )
         row = decide_speedup(gate, measurement, ref_speed, machine)
         row.fp32 = measurement.baseline_median_ms

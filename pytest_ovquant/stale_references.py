@@ -19,6 +19,7 @@ import pytest
 
 from .errors import OVQuantError
 from .gate_runner import plan_for
+from .session import SESSION_KEY
 
 WORKER_OUTPUT_KEY = "ovquant_stale_references"
 SECTION = "ovquant references"
@@ -37,8 +38,6 @@ class StaleReferenceReport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        from .plugin import SESSION_KEY  # plugin imports this module
-
         state = session.config.stash.get(SESSION_KEY, None)
         if state is None or session.testsfailed:
             return

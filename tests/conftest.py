@@ -21,3 +21,17 @@ def cnn_inputs():
 @pytest.fixture(scope="session")
 def cnn_calibration():
     return image_batches(16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stack_imported_before_pytester() -> None:
+    """Import nncf, torchao and OpenVINO's torch integration before any in-process pytester run.
+
+    pytester snapshots ``sys.modules`` and drops what an in-process run imported; nncf and torch
+    register metatypes and TORCH_LIBRARY namespaces at import, so a later re-import in this process
+    fails ("PTInputNoopMetatype is already registered", "Only a single TORCH_LIBRARY ..."). Imported
+    here first (as the plugin's header does), they are in every snapshot and never dropped.
+    """
+    from pytest_ovquant import report
+
+    report.header_line()

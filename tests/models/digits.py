@@ -8,6 +8,7 @@ seconds on a CPU.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 
@@ -16,6 +17,8 @@ SPLIT_SEED = 0
 TRAIN_SEED = 0
 TEST_FRACTION = 0.25
 EPOCHS = 30
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class DigitsCNN(torch.nn.Module):
@@ -47,16 +50,17 @@ def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
-def train() -> DigitsCNN:
-    torch.manual_seed(TRAIN_SEED)
+def fit(make_model: Callable[[], M], epochs: int, seed: int = TRAIN_SEED) -> M:
+    """Train ``make_model()`` on the training split: Adam, batches of 64, deterministic (seeded, one thread)."""
+    torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reductions in a fixed order: the same weights on every machine
     try:
         train_x, train_y, _, _ = load_split()
-        model = DigitsCNN()
+        model = make_model()
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        generator = torch.Generator().manual_seed(TRAIN_SEED)
-        for _ in range(EPOCHS):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
             order = torch.randperm(len(train_y), generator=generator)
             for start in range(0, len(order), 64):
                 batch = order[start : start + 64]
@@ -67,6 +71,10 @@ def train() -> DigitsCNN:
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+def train() -> DigitsCNN:
+    return fit(DigitsCNN, EPOCHS)
 
 
 def load_trained() -> DigitsCNN:

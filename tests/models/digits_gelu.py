@@ -41,25 +41,7 @@ class DigitsGeluMLP(torch.nn.Module):
 
 
 def train() -> DigitsGeluMLP:
-    torch.manual_seed(TRAIN_SEED)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # reductions in a fixed order: the same weights on every machine
-    try:
-        train_x, train_y, _, _ = digits.load_split()
-        model = DigitsGeluMLP()
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        generator = torch.Generator().manual_seed(TRAIN_SEED)
-        for _ in range(EPOCHS):
-            order = torch.randperm(len(train_y), generator=generator)
-            for start in range(0, len(order), 64):
-                batch = order[start : start + 64]
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(train_x[batch]), train_y[batch])
-                loss.backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return digits.fit(DigitsGeluMLP, EPOCHS, seed=TRAIN_SEED)
 
 
 def load_trained() -> DigitsGeluMLP:
