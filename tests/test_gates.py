@@ -27,6 +27,7 @@ from pytest_ovquant.gates import (
     parse_accuracy,
     parse_speedup,
 )
+from pytest_ovquant.measure import latency
 from pytest_ovquant.measure.evaluation import MetricResult
 from pytest_ovquant.measure.latency import SpeedupMeasurement
 from pytest_ovquant.measure.metrics import resolve_metric
@@ -727,7 +728,8 @@ def test_run_gates_several_metrics(store, tmp_path):
     assert gates(plan, store).verdict == "passed"
 
 
-def test_run_gates_speedup_row_is_recorded_with_machine(store, tmp_path):
+def test_run_gates_speedup_row_is_recorded_with_machine(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(latency, "SETTLE_SECONDS", 0.0)  # one untimed call per switch: exact counts
     calls = {"baseline": 0, "int8": 0}
 
     def baseline(x):
@@ -741,7 +743,7 @@ def test_run_gates_speedup_row_is_recorded_with_machine(store, tmp_path):
     # recording a reference measures until narrow or max_rounds: capped at 3 pairs here
     plan = GatePlan(speedup=speed(min=1e-9, rounds=3, warmup=1, max_rounds=3))
     outcome = gates(plan, store, UpdateMode(regen_all=True), baseline_model=baseline, int8_model=int8)
-    # warm-up, one baseline call before the blocks, 3 blocks of A (B) B B (A) A; no evaluation calls
+    # warm-up, one settling baseline call, 3 blocks of A (B) B B (A) A; no evaluation calls
     assert calls == {"baseline": 11, "int8": 10}
     assert [r.gate for r in outcome.rows] == ["speedup"]
     assert outcome.verdict == "passed"

@@ -184,19 +184,29 @@ def switch_penalty_model(name: str, log: list[str], clock: FakeClock, cost: floa
     return run
 
 
-def test_adaptive_blocks_time_each_model_after_its_own_calls_and_report_per_call_times(clock):
-    """Blocks A (B) B B (A) A: every timed call follows a call of its own model, so a slowdown of
-    the first call after a switch is not measured; the times kept are per call."""
+def test_adaptive_blocks_time_each_model_after_it_settled_and_report_per_call_times(clock):
+    """Blocks A (B...) B B (A...) A: after a switch each model runs untimed for SETTLE_SECONDS, so
+    the slowdown of the first calls after a switch is not measured; the times kept are per call."""
     log: list[str] = []
     # the first call after a switch costs 5 ms more (as caches and threads move between models)
     baseline = switch_penalty_model("eager", log, clock, cost=0.030, penalty=0.005)
     candidate = switch_penalty_model("int8", log, clock, cost=0.010, penalty=0.005)
+    assert latency.SETTLE_SECONDS == 0.02
     result = latency.measure_speedup_adaptive(
         baseline, candidate, baseline_name="eager", warmup=1, min_rounds=3, max_rounds=3
     )
-    assert log[:3] == ["eager", "int8", "eager"]  # warm-up, then a baseline call before the first block
-    assert log[3:] == ["eager", "int8", "int8", "int8", "eager", "eager"] * 3
+    # warm-up, then the baseline settles (one 35 ms call) before the first block
+    assert log[:3] == ["eager", "int8", "eager"]
+    # int8 settles with two calls (15 + 10 ms >= 20 ms), eager with one (35 ms)
+    assert log[3:] == ["eager", "int8", "int8", "int8", "int8", "eager", "eager"] * 3
     assert result.rounds == 3
     assert result.baseline_median_ms == pytest.approx(30.0)  # one call's time, not a block's two
     assert result.candidate_median_ms == pytest.approx(10.0)
     assert result.speedup == pytest.approx(3.0)
+
+
+def test_settling_stops_at_the_call_cap_for_models_that_take_no_time(clock):
+    log: list[str] = []
+    instant = fake_model("B", log, clock, cost=0.0)
+    latency._settle(instant)
+    assert log == ["B"] * latency.MAX_SETTLE_CALLS

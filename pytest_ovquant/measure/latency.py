@@ -51,6 +51,21 @@ def _time_call(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+# Untimed calls of a model after a switch, until this much time has passed (at least one call, at
+# most MAX_SETTLE_CALLS): the other runtime's threads stop spinning within about 10 ms here.
+SETTLE_SECONDS = 0.02
+MAX_SETTLE_CALLS = 20
+
+
+def _settle(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` untimed until SETTLE_SECONDS have passed (read at call time: tests set it)."""
+    start = time.perf_counter()
+    for _ in range(MAX_SETTLE_CALLS):
+        fn()
+        if time.perf_counter() - start >= SETTLE_SECONDS:
+            return
+
+
 def measure_speedup(
     baseline: Callable[[], Any],
     candidate: Callable[[], Any],
@@ -91,27 +106,27 @@ def measure_speedup_adaptive(
     threshold: float | None = None,
     confidence: float = 0.95,
 ) -> SpeedupMeasurement:
-    """Warm up, then add blocks (A B B A, each timed call after an untimed call of its own model)
-    until the speedup's interval is narrow, decides the
-    threshold, or the time budget runs out (``statistics.measure_until_narrow``). Each block is one
-    ratio (and one mean call time per side); ``rounds`` counts blocks."""
+    """Warm up, then add blocks (A B B A, each model's timed calls after it has settled) until the
+    speedup's interval is narrow, decides the threshold, or the time budget runs out
+    (``statistics.measure_until_narrow``). Each block is one ratio (and one mean call time per
+    side); ``rounds`` counts blocks."""
     for _ in range(warmup):
         baseline()
         candidate()
-    baseline()  # the first block's first timed call follows a baseline call, as all timed calls do
+    _settle(baseline)  # the first block's first timed call follows baseline calls, as all timed calls do
 
     def sample_pair() -> tuple[float, float]:
-        # One block: A, (B), B, B, (A), A; the calls in parentheses are not timed. A call right
-        # after the other model's call is slower (its threads and caches were the other model's;
-        # on a 2-core machine an INT8 call after an eager one took 1.5x its steady time), so every
-        # timed call follows a call of its own model: the ratio is the one of each model run on
-        # its own, as in a benchmark loop. Timed calls sit symmetrically (A . B B . A), so drift
-        # within a block hits both sides alike.
+        # One block: A, (B...), B, B, (A...), A; the calls in parentheses are not timed. The first
+        # calls after the other model's are slower: the other runtime's threads still spin on the
+        # cores (on this 2-core machine an INT8 resnet18 call took 4.2, 2.8, 2.3, then 2.2 ms after
+        # an eager call). So each model runs untimed for SETTLE_SECONDS before its timed calls: the
+        # ratio is the one of each model run on its own, as a benchmark loop measures it. Timed
+        # calls sit symmetrically (A . B B . A), so drift within a block hits both sides alike.
         base = _time_call(baseline)
-        candidate()
+        _settle(candidate)
         cand = _time_call(candidate)
         cand += _time_call(candidate)
-        baseline()
+        _settle(baseline)
         base += _time_call(baseline)
         return base / 2, cand / 2  # per call, so that the reported milliseconds are a call's
 
