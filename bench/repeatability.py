@@ -34,10 +34,9 @@ rule: ``decide_speedup(parse_speedup(pytest.mark.ovq_speedup(min=T).mark, "bench
 None, machine)``. A run "fails" when the row's status is FAIL (no reference is involved, so only
 the min bound can fail it). Printed: each run and the count of false failures per method.
 
-Duration: each adaptive run takes up to its 30 s budget (on this shared 2-core machine nearly
-every run hits it: the 3% target is rarely reached), each fixed run 30 pairs, so K=10, N=20 took
-13-20 minutes here; the defaults (K=6, N=12) should take about 8-10 minutes (an estimate, not
-measured).
+Duration: an adaptive run stops when its interval is 3% narrow (10-50 blocks, 1-4.5 s each for
+resnet18 on this 2-core machine), or at its 30 s budget on a loaded machine; K=10, N=20 took 1m23s
+on a quiet machine here (2026-12-04), up to 20 minutes when the machine was shared.
 
 Nothing is asserted; the figures are for a human (the machine may be shared: provisional).
 """
