@@ -74,16 +74,10 @@ class TinyCNN(torch.nn.Module):
 """
 
 
-def tiny_cnn_project(calibration_items: int, eval_fixture: str) -> str:
-    """A user conftest.py: TinyCNN with seeded weights, 1x3x16x16 inputs, ``calibration_items``
-    calibration images, and the ``ovq_eval_dataset`` fixture source given."""
-    return TINY_CNN_SOURCE + f"""
-
-@pytest.fixture(scope="session")
-def ovq_model():
-    torch.manual_seed(0)
-    return TinyCNN().eval()
-
+def tiny_input_fixtures(calibration_items: int) -> str:
+    """Source of the user fixtures for TinyCNN-sized inputs: one 1x3x16x16 example input (seed 1)
+    and ``calibration_items`` calibration images (seed 2)."""
+    return f"""
 
 @pytest.fixture(scope="session")
 def ovq_example_inputs():
@@ -94,7 +88,19 @@ def ovq_example_inputs():
 def ovq_calibration_dataset():
     g = torch.Generator().manual_seed(2)
     return [(torch.randn(1, 3, 16, 16, generator=g),) for _ in range({calibration_items})]
+"""
 
+
+def tiny_cnn_project(calibration_items: int, eval_fixture: str) -> str:
+    """A user conftest.py: TinyCNN with seeded weights, 1x3x16x16 inputs, ``calibration_items``
+    calibration images, and the ``ovq_eval_dataset`` fixture source given."""
+    return TINY_CNN_SOURCE + f"""
+
+@pytest.fixture(scope="session")
+def ovq_model():
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+{tiny_input_fixtures(calibration_items)}
 {eval_fixture}"""
 
 

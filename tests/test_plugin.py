@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from small_models import TINY_CNN_SOURCE
+from small_models import TINY_CNN_SOURCE, tiny_input_fixtures
 
 from pytest_ovquant import compat
 
@@ -38,17 +38,8 @@ USER_CONFTEST = TINY_CNN_SOURCE + textwrap.dedent(
         return MODELS[request.param]().eval()
 
 
-    @pytest.fixture(scope="session")
-    def ovq_example_inputs():
-        return (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)),)
-
-
-    @pytest.fixture(scope="session")
-    def ovq_calibration_dataset():
-        g = torch.Generator().manual_seed(2)
-        return [(torch.randn(1, 3, 16, 16, generator=g),) for _ in range(8)]
     '''
-)
+) + tiny_input_fixtures(8)
 
 
 def write_project(pytester: pytest.Pytester, tests: str, models: tuple[str, ...] = ("tiny_cnn",), ini: str = "") -> None:
