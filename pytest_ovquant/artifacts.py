@@ -4,8 +4,10 @@ Keys are content fingerprints (model weights and class, input shapes, calibratio
 config fields that matter for the step, so two tests that ask for the same thing share one build
 whichever fixture scope the user's ``ovq_model`` has.
 
-With an ``ArtifactCache`` the quantized program and the export lowering's IR also persist across
-sessions (and xdist workers); the in-memory memo stays in front of it.
+With an ``ArtifactCache`` they also persist across sessions (and xdist workers): which graph a
+model exports to (a record), the quantized program, and each lowering's IR (replayed, see
+``flow.replay``); the in-memory memo stays in front of it. A warm run then neither exports,
+loads the program, nor traces with dynamo, unless a test asks for those artifacts themselves.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import torch
 
 from .cache import ArtifactCache, cache_key, graph_fingerprint, versions_part
 from .config import QuantizeConfig
-from .fingerprint import ModelFingerprints, inputs_signature, tensors_fingerprint
+from .fingerprint import ModelFingerprints, definition_fingerprint, inputs_signature, tensors_fingerprint
 from .flow.export import batch_dynamic_shapes, export_model
-from .flow.lower import IRConverter, LoweredModel, export_to_openvino, lower
+from .flow.lower import LoweredModel, lower
 from .flow.quantize import calibration_items, quantize
+from .flow.replay import is_replayed_torch_compile, replay, replay_record
 
 # (step, seconds, detail) -> None; the plugin shows these as progress lines.
 StepListener = Callable[[str, str, float, str], None]
@@ -49,8 +52,8 @@ class ArtifactStore:
     records: list[BuildRecord] = field(default_factory=list)
     listener: StepListener | None = None
     cache: ArtifactCache | None = None
-    # id(quantized graph) -> its disk-cache key, so the IR lowered from it gets a stable key
-    program_keys: dict[int, str] = field(default_factory=dict)
+    # export key -> fingerprint of the exported graph (the disk-cache keys' base), once per session
+    graph_fingerprints: dict[tuple, str] = field(default_factory=dict)
 
     @property
     def disk_cache(self) -> ArtifactCache | None:
@@ -89,6 +92,7 @@ class ModelArtifacts:
         self.example_inputs = example_inputs
         self.name = name
         self._calibration = calibration  # called only when quantizing (it may warn)
+        self._calibration_read: dict[int, tuple[list[Any], str]] = {}  # subset_size -> (items, fingerprint)
         self._model_key = (store.fingerprints(model), inputs_signature(example_inputs))
 
     def _export_key(self, config: QuantizeConfig) -> tuple:
@@ -107,93 +111,134 @@ class ModelArtifacts:
 
         return self.store.get_or_build(self._export_key(config), self.name, "export", build)
 
+    def graph_fingerprint(self, config: QuantizeConfig) -> str:
+        """Fingerprint of the graph ``torch.export`` makes of the model: the base of the disk-cache keys.
+
+        With the disk cache it is kept in a record keyed by the model's definition (weights, classes,
+        attributes, source files; see ``definition_fingerprint``), so a warm run need not export.
+        """
+        key = self._export_key(config)
+        if key in self.store.graph_fingerprints:
+            return self.store.graph_fingerprints[key]
+        cache = self.store.disk_cache
+        definition = definition_fingerprint(self.model) if cache is not None else None
+        if cache is None or definition is None:
+            value = graph_fingerprint(self.exported(config))
+        else:
+            record, _ = cache.get_or_build_record(
+                cache_key("graph", *self._model_key, definition, str(config.dynamic_batch), str(config.strict_export), versions_part()),
+                "graph",
+                lambda: {"graph": graph_fingerprint(self.exported(config))},
+            )
+            value = str(record.get("graph"))
+        self.store.graph_fingerprints[key] = value
+        return value
+
+    def _calibration_fingerprint(self, config: QuantizeConfig) -> tuple[list[Any], str]:
+        """The calibration items and their fingerprint, read once (the dataset may be a one-shot generator)."""
+        if config.subset_size not in self._calibration_read:
+            items = calibration_items(self._calibration(), config.subset_size)
+            self._calibration_read[config.subset_size] = (items, tensors_fingerprint(items))
+        return self._calibration_read[config.subset_size]
+
     def _quantize_key(self, config: QuantizeConfig, calibration_fp: str) -> tuple:
         return ("quantize", *self._model_key, calibration_fp, config.quantizer_key())
 
+    def _program_disk_key(self, config: QuantizeConfig, calibration_fp: str) -> str:
+        return cache_key(
+            "program",
+            *self._model_key,
+            self.graph_fingerprint(config),
+            calibration_fp,
+            config.quantizer_key(),
+            versions_part(),
+        )
+
     def quantized(self, config: QuantizeConfig) -> torch.fx.GraphModule:
-        dataset = self._calibration()
-        items = calibration_items(dataset, config.subset_size)
-        calibration_fp = tensors_fingerprint(items)
-        key = self._quantize_key(config, calibration_fp)
+        items, calibration_fp = self._calibration_fingerprint(config)
 
         def build() -> tuple[Any, str]:
-            exported = self.exported(config)
             detail = f"{config.method}, {len(items)} calibration item(s)"
             cache = self.store.disk_cache
             if cache is None:
-                return quantize(exported, config, items, name=self.name), detail
-            disk_key = cache_key(
-                "program",
-                *self._model_key,
-                graph_fingerprint(exported),
-                calibration_fp,
-                config.quantizer_key(),
-                versions_part(),
-            )
+                return quantize(self.exported(config), config, items, name=self.name), detail
             graph, status = cache.get_or_build_program(
-                disk_key,
-                lambda: quantize(exported, config, items, name=self.name),
+                self._program_disk_key(config, calibration_fp),
+                lambda: quantize(self.exported(config), config, items, name=self.name),
                 self.example_inputs,
                 dynamic_shapes=batch_dynamic_shapes(self.example_inputs) if config.dynamic_batch else None,
             )
-            self.store.program_keys[id(graph)] = disk_key
             return graph, f"{detail}, {CACHE_STATUS[status]}"
 
-        return self.store.get_or_build(key, self.name, "quantize", build)
+        return self.store.get_or_build(self._quantize_key(config, calibration_fp), self.name, "quantize", build)
 
-    def _ir_converter(
-        self, config: QuantizeConfig, source: torch.fx.GraphModule, quantized: bool
-    ) -> tuple[IRConverter | None, list[str]]:
-        """For the export lowering with a cache: a converter serving the IR from disk, and its statuses."""
-        cache = self.store.disk_cache
-        statuses: list[str] = []
-        if cache is None or config.lowering != "export":
-            return None, statuses
-        if quantized and id(source) in self.store.program_keys:
-            ir_key = cache_key("ir", self.store.program_keys[id(source)])
-        else:
-            ir_key = cache_key(
-                "ir",
-                "int8" if quantized else "fp32",
-                *self._model_key,
-                graph_fingerprint(source),
-                versions_part(),
-            )
+    def lowered(self, config: QuantizeConfig, *, quantized: bool, timing: bool = False) -> LoweredModel:
+        """The (INT8 or FP32) model lowered to OpenVINO; with the disk cache, replayed when possible.
 
-        def convert(module: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Any:
-            model, status = cache.get_or_build_ir(ir_key, lambda: export_to_openvino(module, example_inputs))
-            statuses.append(status)
-            return model
-
-        return convert, statuses
-
-    def lowered(self, config: QuantizeConfig, *, quantized: bool) -> LoweredModel:
+        ``timing=True``: the module a timed section may use, never a replayed torch.compile lowering
+        (see ``flow.replay``); the real one is then built.
+        """
+        step = "lower INT8" if quantized else "lower FP32"
+        name = f"{self.name} {'INT8' if quantized else 'FP32'}"
         if quantized:
-            source = self.quantized(config)
-            base_key: tuple = ("quantized", id(source))
+            _, calibration_fp = self._calibration_fingerprint(config)
+            source_key = self._quantize_key(config, calibration_fp)
+            source: Callable[[], torch.fx.GraphModule] = lambda: self.quantized(config)  # noqa: E731
+            disk_source: Callable[[], str] = lambda: self._program_disk_key(config, calibration_fp)  # noqa: E731
         else:
-            source = self.exported(config)
-            base_key = self._export_key(config)
-        key = ("lower", *base_key, config.lowering_key(), quantized)
+            source_key = self._export_key(config)
+            source = lambda: self.exported(config)  # noqa: E731
+            disk_source = lambda: cache_key("fp32", *self._model_key, self.graph_fingerprint(config), versions_part())  # noqa: E731
+        key = ("lower", *source_key, config.lowering_key(), quantized)
+        compile_cache_dir = str(self.store.disk_cache.root / "openvino") if self.store.disk_cache else None
+
+        def lower_now() -> LoweredModel:
+            lowered = lower(source(), self.example_inputs, config, quantized=quantized, name=name, compile_cache_dir=compile_cache_dir)
+            lowered.config = config.to_dict()
+            return lowered
+
+        def build_real() -> LoweredModel:  # a replayed torch.compile lowering's real one, built once
+            return self.store.get_or_build(("real", *key), self.name, f"{step} (torch.compile)", lambda: _described(lower_now()))
 
         def build() -> tuple[Any, str]:
-            convert, statuses = self._ir_converter(config, source, quantized)
-            lowered = lower(
-                source,
-                self.example_inputs,
-                config,
-                quantized=quantized,
-                name=f"{self.name} {'INT8' if quantized else 'FP32'}",
-                convert=convert,
-                compile_cache_dir=str(self.store.disk_cache.root / "openvino") if self.store.disk_cache else None,
+            cache = self.store.disk_cache
+            if cache is None:
+                return _described(lower_now())
+            not_stored: list[str] = []
+
+            def to_ir(lowered: LoweredModel) -> Any:
+                stored = replay_record(lowered, self.example_inputs)
+                if isinstance(stored, str):
+                    not_stored.append(stored)
+                    return None
+                return stored
+
+            def from_ir(ir: Any, record: dict[str, Any]) -> LoweredModel:
+                lowered = replay(
+                    ir, record, config, quantized=quantized, name=name, compile_cache_dir=compile_cache_dir, build_real=build_real
+                )
+                lowered.config = config.to_dict()
+                return lowered
+
+            lowered, status = cache.get_or_build_ir(
+                cache_key("lowering", disk_source(), config.lowering_key(), versions_part()), lower_now, to_ir, from_ir
             )
-            lowered.config = config.to_dict()
-            report = lowered.report
-            detail = f"{report.lowering}/{report.backend or 'openvino.Core'}: {report.n_irs} IR(s)"
-            if quantized:
-                detail += f", {report.int8_layers}/{report.quantized_layers} quantized layers int8"
-            if statuses:
-                detail += f", IR {CACHE_STATUS[statuses[-1]]}"
+            lowered, detail = _described(lowered)
+            detail += f", {CACHE_STATUS[status]}"
+            if not_stored:
+                detail += f" (not cached: {not_stored[0]})"
             return lowered, detail
 
-        return self.store.get_or_build(key, self.name, "lower INT8" if quantized else "lower FP32", build)
+        lowered = self.store.get_or_build(key, self.name, step, build)
+        if timing and is_replayed_torch_compile(lowered):
+            return lowered.module.real()
+        return lowered
+
+
+def _described(lowered: LoweredModel) -> tuple[LoweredModel, str]:
+    """The progress line's detail for a lowering."""
+    report = lowered.report
+    detail = f"{report.lowering}/{report.backend or 'openvino.Core'}: {report.n_irs} IR(s)"
+    if report.quantized:
+        detail += f", {report.int8_layers}/{report.quantized_layers} quantized layers int8"
+    return lowered, detail

@@ -12,10 +12,14 @@ Layout under ``root`` (default ``<rootdir>/.ovquant_cache/``)::
     tmp/<key>.<pid>.<random>/     an entry being written; renamed into place when complete
     builds.log                    one line per real build (key, kind, pid, time)
 
+Entry kinds (what ``artifacts`` stores): ``graph`` records (JSON), ``program`` (a quantized
+``torch.export`` program), ``lowering`` (one OpenVINO IR plus a JSON record of how to call it).
+
 An entry is only ever published by renaming a complete temp directory, so a crash or Ctrl-C
 never leaves a half-written entry under its final name. Entries are verified against their
 meta.json before use; a bad one is reported and rebuilt. Nothing is loaded with ``pickle``:
-programs go through ``torch.export.save``/``load``, IRs through ``openvino.save_model``/``read_model``.
+programs go through ``torch.export.save``/``load``, IRs through ``openvino.save_model``/``read_model``,
+records through ``json``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ VERSIONED_PACKAGES = ("torch", "torchao", "nncf", "openvino", "executorch")
 META_NAME = "meta.json"
 PROGRAM_NAME = "program.pt2"
 IR_NAME = "model.xml"
+RECORD_NAME = "record.json"
 BUILD_LOG_NAME = "builds.log"
 # builds.log is trimmed to its last BUILD_LOG_KEEP lines once it grows past BUILD_LOG_MAX_BYTES.
 BUILD_LOG_MAX_BYTES = 64 * 1024
@@ -73,6 +78,10 @@ class CacheError(OVQuantError):
 
 class CacheWarning(UserWarning):
     """A cache entry was unusable (tampered, half-written, unloadable) or could not be written."""
+
+
+class _NotStored(Exception):
+    """Raised by a writer for a value that is not to be stored (publish nothing, say nothing)."""
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -215,20 +224,52 @@ class ArtifactCache:
 
         return self._get_or_build(key, "program", build, write, load)
 
-    def get_or_build_ir(self, key: str, build: Callable[[], "openvino.Model"]) -> tuple["openvino.Model", str]:
-        """An OpenVINO model (e.g. ``ov.convert_model`` output), and "hit" | "built" | "rebuilt"."""
+    def get_or_build_record(self, key: str, kind: str, build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """A small JSON-able record (e.g. which graph a model exports to), and its status."""
 
-        def write(model: Any, tmp: Path) -> None:
+        def write(record: dict[str, Any], tmp: Path) -> None:
+            atomic_write_text(tmp / RECORD_NAME, json.dumps(record, sort_keys=True) + "\n")
+
+        def load(entry: Path) -> dict[str, Any]:
+            record = json.loads((entry / RECORD_NAME).read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"{RECORD_NAME} holds a {type(record).__name__}, not an object")
+            return record
+
+        return self._get_or_build(key, kind, build, write, load)
+
+    def get_or_build_ir(
+        self,
+        key: str,
+        build: Callable[[], T],
+        to_ir: Callable[[T], "tuple[openvino.Model, dict[str, Any]] | None"],
+        from_ir: Callable[["openvino.Model", dict[str, Any]], T],
+        *,
+        kind: str = "lowering",
+    ) -> tuple[T, str]:
+        """Something made of one OpenVINO IR plus a JSON record (a lowering), and its status.
+
+        ``to_ir(value)`` gives what to store, or None when ``value`` cannot be stored (nothing is
+        published, no warning); ``from_ir(ir, record)`` rebuilds the value from a stored entry.
+        """
+
+        def write(value: T, tmp: Path) -> None:
             import openvino as ov
 
-            ov.save_model(model, tmp / IR_NAME, compress_to_fp16=False)
+            stored = to_ir(value)
+            if stored is None:
+                raise _NotStored
+            ir, record = stored
+            ov.save_model(ir, tmp / IR_NAME, compress_to_fp16=False)
+            atomic_write_text(tmp / RECORD_NAME, json.dumps(record, sort_keys=True) + "\n")
 
-        def load(entry: Path) -> Any:
+        def load(entry: Path) -> T:
             import openvino as ov
 
-            return ov.Core().read_model(str(entry / IR_NAME))
+            record = json.loads((entry / RECORD_NAME).read_text(encoding="utf-8"))
+            return from_ir(ov.Core().read_model(str(entry / IR_NAME)), record)
 
-        return self._get_or_build(key, "ir", build, write, load)
+        return self._get_or_build(key, kind, build, write, load)
 
     def clear(self) -> None:
         """Remove every entry, temp dir and the build log; keep .gitignore, CACHEDIR.TAG and locks/.
@@ -336,6 +377,8 @@ class ArtifactCache:
                     raise
                 # another process published this key meanwhile (it did not honour the lock): keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
+        except _NotStored:
+            shutil.rmtree(tmp, ignore_errors=True)
         except Exception as error:  # the artifact is fine; only caching it failed
             shutil.rmtree(tmp, ignore_errors=True)
             self._warn(

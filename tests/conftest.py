@@ -23,15 +23,22 @@ def cnn_calibration():
     return image_batches(16)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _stack_imported_before_pytester() -> None:
-    """Import nncf, torchao and OpenVINO's torch integration before any in-process pytester run.
+@pytest.fixture(scope="session")
+def _stack_imported() -> None:
+    """Import nncf, torchao and OpenVINO's torch integration (as the plugin's header does)."""
+    from pytest_ovquant import report
+
+    report.header_line()
+
+
+@pytest.fixture
+def pytester(_stack_imported: None, pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester, with the stack imported before any in-process run.
 
     pytester snapshots ``sys.modules`` and drops what an in-process run imported; nncf and torch
     register metatypes and TORCH_LIBRARY namespaces at import, so a later re-import in this process
     fails ("PTInputNoopMetatype is already registered", "Only a single TORCH_LIBRARY ..."). Imported
-    here first (as the plugin's header does), they are in every snapshot and never dropped.
+    first, they are in every snapshot and never dropped. (Only here: the model suite in a warm run
+    quantizes nothing, and importing the quantizer stack costs it ~3 s.)
     """
-    from pytest_ovquant import report
-
-    report.header_line()
+    return pytester

@@ -6,6 +6,7 @@ both lowerings) and its OpenVINO IR. Cross-process tests start real Python proce
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -32,8 +33,10 @@ from pytest_ovquant.cache import (
 )
 from pytest_ovquant.config import make_config
 from pytest_ovquant.errors import OVQuantError
+from pytest_ovquant.fingerprint import definition_fingerprint
 from pytest_ovquant.flow import export_model, lower, quantize
 from pytest_ovquant.flow.lower import export_to_openvino
+from pytest_ovquant.flow.replay import REPLAY_NOTE, ReplayedTorchCompile, replay_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +106,105 @@ def test_graph_fingerprint_sees_an_edited_forward_with_the_same_weights(small_cn
     assert graph_fingerprint(export_model(small_cnn, cnn_inputs)) == graph_fingerprint(
         export_model(small_cnn, cnn_inputs)
     )
+
+
+NET_SOURCE = """
+import torch
+
+
+def activation(x):
+    return torch.relu(x)
+
+
+class Net(torch.nn.Module):
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        self.eps = eps
+        self.register_buffer("offset", torch.zeros(4), persistent=False)
+
+    def forward(self, x):
+        return activation(self.linear(x) + self.offset) + self.eps
+"""
+
+
+def _import_net(path: Path, source: str) -> Any:
+    import importlib.util
+
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("net_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does: inspect finds a class's file through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def _net(module: Any, **kwargs: Any) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return module.Net(**kwargs).eval()
+
+
+def test_definition_fingerprint_sees_what_the_state_dict_does_not(tmp_path):
+    module = _import_net(tmp_path / "net.py", NET_SOURCE)
+    base = definition_fingerprint(_net(module))
+    assert base is not None and definition_fingerprint(_net(module)) == base
+    # same state_dict, different exported graph: each one changes the fingerprint
+    changed = {
+        "an attribute": _net(module, eps=1e-3),
+        "training mode": _net(module).train(),
+    }
+    with_buffer = _net(module)
+    with_buffer.offset.fill_(1.0)  # a non-persistent buffer: not in the state_dict
+    changed["a non-persistent buffer"] = with_buffer
+    with_hook = _net(module)
+    with_hook.linear.register_forward_hook(lambda mod, args, out: out * 2)
+    changed["a forward hook"] = with_hook
+    for what, model in changed.items():
+        assert definition_fingerprint(model) != base, what
+    # an edited helper in the model's source file (the class itself unchanged)
+    edited = _import_net(tmp_path / "net.py", NET_SOURCE.replace("torch.relu(x)", "torch.sigmoid(x)"))
+    assert definition_fingerprint(_net(edited)) != base
+
+
+def test_definition_fingerprint_is_the_same_in_another_process_and_none_without_a_stable_identity(tmp_path):
+    module = _import_net(tmp_path / "net.py", NET_SOURCE)
+    script = (
+        "import importlib.util, sys, torch\n"
+        "from pytest_ovquant.fingerprint import definition_fingerprint\n"
+        f"spec = importlib.util.spec_from_file_location('net_under_test', {str(tmp_path / 'net.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['net_under_test'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "torch.manual_seed(0)\n"
+        "print(definition_fingerprint(module.Net().eval()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.strip() == definition_fingerprint(_net(module))
+    model = _net(module)
+    model.helper = object()  # repr names a memory address: no identity across processes
+    assert definition_fingerprint(model) is None
+
+
+def test_graph_record_follows_the_definition_and_matches_the_exported_graph(tmp_path):
+    module = _import_net(tmp_path / "net.py", NET_SOURCE)
+    inputs = (torch.randn(2, 4),)
+    config = make_config()
+    for eps in (1e-5, 1e-3):  # same weights, different graphs
+        model = _net(module, eps=eps)
+        expected = graph_fingerprint(export_model(model, inputs))
+        cold = ArtifactStore(cache=ArtifactCache(tmp_path / "cache"))
+        assert _artifacts(cold, model, inputs, []).graph_fingerprint(config) == expected
+        warm = ArtifactStore(cache=ArtifactCache(tmp_path / "cache"))
+        assert _artifacts(warm, model, inputs, []).graph_fingerprint(config) == expected
+        assert [r.step for r in warm.records] == []  # the record answered: no export
+    assert [e.kind for e in ArtifactCache(tmp_path / "cache").build_log()] == ["graph", "graph"]
+    # without a stable definition the model is exported each time
+    model = _net(module)
+    model.helper = object()
+    store = ArtifactStore(cache=ArtifactCache(tmp_path / "cache"))
+    assert _artifacts(store, model, inputs, []).graph_fingerprint(config) == graph_fingerprint(export_model(model, inputs))
+    assert [r.step for r in store.records] == ["export"]
 
 
 # -- programs: miss, hit, round trip -----------------------------------------------------------
@@ -259,7 +361,7 @@ def test_failing_or_interrupted_build_leaves_no_entry_and_no_tmp_dir(tmp_path, c
     assert not (tmp_path / key[:2]).exists()
     assert cache.build_log() == []
     # and the lock was released: the next attempt builds
-    assert ArtifactCache(tmp_path, lock_timeout=5).get_or_build_ir(key, _tiny_ir)[1] == "built"
+    assert ArtifactCache(tmp_path, lock_timeout=5).get_or_build_record(key, "record", _tiny_record)[1] == "built"
 
 
 def test_interrupt_while_saving_leaves_no_entry_and_no_tmp_dir(tmp_path, quantized_cnn, cnn_inputs, monkeypatch):
@@ -294,7 +396,7 @@ def test_disabled_cache_always_builds_and_writes_nothing(tmp_path, quantized_cnn
     build = Builder(lambda: quantized_cnn)
     for _ in range(2):
         assert cache.get_or_build_program("k" * 64, build, cnn_inputs) == (quantized_cnn, "built")
-    assert cache.get_or_build_ir("k" * 64, _tiny_ir)[1] == "built"
+    assert cache.get_or_build_record("k" * 64, "record", _tiny_record)[1] == "built"
     assert build.calls == 2
     assert not root.exists()
 
@@ -303,7 +405,7 @@ def test_clear_removes_entries_logs_and_tmp_but_keeps_the_ignore_files(tmp_path,
     cache = ArtifactCache(tmp_path)
     key = cache_key("program", "clear")
     cache.get_or_build_program(key, lambda: quantized_cnn, cnn_inputs)
-    cache.get_or_build_ir(cache_key("ir", "clear"), _tiny_ir)
+    cache.get_or_build_record(cache_key("record", "clear"), "record", _tiny_record)
     (tmp_path / "tmp" / f"{key}.1.stale").mkdir()
     cache.clear()
     assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
@@ -330,25 +432,44 @@ def test_unusable_cache_dir_names_the_dir_and_the_options(tmp_path):
     ArtifactCache(nested, enabled=False)  # a disabled cache never touches the directory
 
 
-# -- OpenVINO IR -------------------------------------------------------------------------------
-def _tiny_ir() -> Any:
-    import openvino as ov
+# -- records and OpenVINO IRs ------------------------------------------------------------------
+def _tiny_record() -> dict[str, Any]:
+    return {"graph": "0123abcd"}
 
-    torch.manual_seed(3)
-    return ov.convert_model(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)))
+
+def test_record_miss_then_hit_and_a_non_object_record_is_rebuilt(tmp_path):
+    key = cache_key("record", "tiny")
+    build = Builder(_tiny_record)
+    assert ArtifactCache(tmp_path).get_or_build_record(key, "graph", build) == ({"graph": "0123abcd"}, "built")
+    assert ArtifactCache(tmp_path).get_or_build_record(key, "graph", must_not_build) == ({"graph": "0123abcd"}, "hit")
+    entry = tmp_path / key[:2] / key
+    # a list where an object belongs, with hashes that match: unloadable, so rebuilt with a warning
+    (entry / "record.json").write_text("[1]\n")
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["files"]["record.json"] = hashlib.sha256(b"[1]\n").hexdigest()
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(CacheWarning, match="could not be loaded.*not an object"):
+        assert ArtifactCache(tmp_path).get_or_build_record(key, "graph", build)[1] == "rebuilt"
+    assert build.calls == 2
+
+
+def _ir_entry_functions() -> tuple[Callable, Callable]:
+    """to_ir / from_ir for a value that is (ov.Model, record) itself."""
+    return (lambda value: value), (lambda ir, record: (ir, record))
 
 
 def test_ir_miss_then_hit_and_tampered_weights_rebuild(tmp_path, quantized_cnn, cnn_inputs):
     import openvino as ov
 
-    key = cache_key("ir", "cnn")
-    build = Builder(lambda: export_to_openvino(quantized_cnn, cnn_inputs))
-    built, status = ArtifactCache(tmp_path).get_or_build_ir(key, build)
+    key = cache_key("lowering", "cnn")
+    to_ir, from_ir = _ir_entry_functions()
+    build = Builder(lambda: (export_to_openvino(quantized_cnn, cnn_inputs), {"note": "cnn"}))
+    (built, _), status = ArtifactCache(tmp_path).get_or_build_ir(key, build, to_ir, from_ir)
     assert (status, build.calls) == ("built", 1)
-    loaded, status = ArtifactCache(tmp_path).get_or_build_ir(key, must_not_build)
-    assert status == "hit"
+    (loaded, record), status = ArtifactCache(tmp_path).get_or_build_ir(key, must_not_build, to_ir, from_ir)
+    assert status == "hit" and record == {"note": "cnn"}
     entry = tmp_path / key[:2] / key
-    assert {p.name for p in entry.iterdir()} == {"model.xml", "model.bin", "meta.json"}
+    assert {p.name for p in entry.iterdir()} == {"model.xml", "model.bin", "record.json", "meta.json"}
     core = ov.Core()
     x = cnn_inputs[0].numpy()
     expected = core.compile_model(built, "CPU")(x)[0]
@@ -359,8 +480,18 @@ def test_ir_miss_then_hit_and_tampered_weights_rebuild(tmp_path, quantized_cnn, 
     data[len(data) // 2] ^= 0x01
     (entry / "model.bin").write_bytes(bytes(data))
     with pytest.warns(CacheWarning, match=f"{entry}.*modified model.bin"):
-        assert ArtifactCache(tmp_path).get_or_build_ir(key, build)[1] == "rebuilt"
+        assert ArtifactCache(tmp_path).get_or_build_ir(key, build, to_ir, from_ir)[1] == "rebuilt"
     assert build.calls == 2
+
+
+def test_a_value_that_cannot_be_stored_is_returned_and_publishes_nothing(tmp_path, recwarn):
+    cache = ArtifactCache(tmp_path)
+    build = Builder(lambda: "not an IR")
+    for _ in range(2):  # not stored: built again, silently
+        assert cache.get_or_build_ir(cache_key("lowering", "x"), build, lambda value: None, must_not_build) == ("not an IR", "built")
+    assert build.calls == 2
+    assert entries(tmp_path) == [] and tmp_dirs(tmp_path) == []
+    assert not [w for w in recwarn if issubclass(w.category, CacheWarning)]
 
 
 # -- integration with the artifact store ----------------------------------------------------------
@@ -383,35 +514,74 @@ def test_store_builds_then_a_new_session_hits_and_lowers_to_int8(tmp_path, small
     artifacts.lowered(config, quantized=False)
     details = {r.step: r.detail for r in cold.records}
     assert details["quantize"].endswith(", built"), details
-    assert details["lower INT8"].endswith("IR built") and details["lower FP32"].endswith("IR built"), details
-    assert {e.kind for e in cold.cache.build_log()} == {"program", "ir"} and len(cold.cache.build_log()) == 3
+    assert details["lower INT8"].endswith(", built") and details["lower FP32"].endswith(", built"), details
+    kinds = sorted(e.kind for e in cold.cache.build_log())
+    assert kinds == ["graph", "lowering", "lowering", "program"], kinds
 
     warm = ArtifactStore(cache=ArtifactCache(tmp_path))
     artifacts = _artifacts(warm, small_cnn, cnn_inputs, calibration)
-    loaded = artifacts.quantized(config)
     lowered_warm = artifacts.lowered(config, quantized=True)
     artifacts.lowered(config, quantized=False)
     details = {r.step: r.detail for r in warm.records}
-    assert details["quantize"].endswith(", cache hit"), details
-    assert details["lower INT8"].endswith("IR cache hit") and details["lower FP32"].endswith("IR cache hit")
-    assert len(warm.cache.build_log()) == 3  # nothing was built
+    # neither exported nor quantized nor loaded: the lowerings come from their IRs
+    assert sorted(details) == ["lower FP32", "lower INT8"], details
+    assert details["lower INT8"].endswith("cache hit") and details["lower FP32"].endswith("cache hit"), details
+    assert len(warm.cache.build_log()) == 4  # nothing was built
     assert lowered_warm.report.ok, lowered_warm.report.describe()
     assert lowered_warm.report.int8_layers == lowered_cold.report.int8_layers == 3
+    assert REPLAY_NOTE in lowered_warm.report.describe()
+    torch.testing.assert_close(lowered_warm(*cnn_inputs), lowered_cold(*cnn_inputs), rtol=0, atol=0)
+    # the program is still there for a test that asks for it
+    loaded = artifacts.quantized(config)
+    assert _details(warm, "quantize")[0].endswith(", cache hit")
     with torch.no_grad():
         torch.testing.assert_close(loaded(*cnn_inputs), built(*cnn_inputs), rtol=0, atol=0)
-    torch.testing.assert_close(lowered_warm(*cnn_inputs), lowered_cold(*cnn_inputs))
 
 
-def test_store_torch_compile_lowering_of_a_cached_program(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
-    config = make_config()
-    _artifacts(ArtifactStore(cache=ArtifactCache(tmp_path)), small_cnn, cnn_inputs, cnn_calibration[:8]).quantized(
-        config
-    )
+def test_torch_compile_lowering_is_replayed_for_its_signature_and_real_otherwise(
+    tmp_path, small_cnn, cnn_calibration
+):
+    config = make_config(("test", {"dynamic_batch": True}))  # so that other batch sizes can run
+    cnn_inputs = (torch.cat([x for (x,) in cnn_calibration[:2]]),)
+    calibration = cnn_calibration[:8]
+    cold = ArtifactStore(cache=ArtifactCache(tmp_path))
+    lowered_cold = _artifacts(cold, small_cnn, cnn_inputs, calibration).lowered(config, quantized=True)
+    assert _details(cold, "lower INT8")[0].endswith(", built"), cold.records
+    assert isinstance(lowered_cold.module, torch._dynamo.eval_frame.OptimizedModule)
+
     warm = ArtifactStore(cache=ArtifactCache(tmp_path))
-    lowered = _artifacts(warm, small_cnn, cnn_inputs, cnn_calibration[:8]).lowered(config, quantized=True)
-    assert _details(warm, "quantize")[0].endswith("cache hit")
-    assert "IR cache" not in _details(warm, "lower INT8")[0]  # torch.compile builds its IRs itself
-    assert lowered.report.ok and lowered.report.int8_layers == 3, lowered.report.describe()
+    artifacts = _artifacts(warm, small_cnn, cnn_inputs, calibration)
+    lowered = artifacts.lowered(config, quantized=True)
+    assert [r.step for r in warm.records] == ["lower INT8"] and warm.records[0].detail.endswith("cache hit")
+    assert isinstance(lowered.module, ReplayedTorchCompile)
+    report = lowered.report
+    assert (report.lowering, report.n_irs, report.weight_inputs) == ("torch.compile", 1, 0)
+    assert report.ok and report.int8_layers == lowered_cold.report.int8_layers == 3, report.describe()
+    torch.testing.assert_close(lowered(*cnn_inputs), lowered_cold(*cnn_inputs), rtol=0, atol=0)
+    assert [r.step for r in warm.records] == ["lower INT8"]  # the example signature ran the IR only
+
+    # another batch size: the IR was traced for batch 2, so a real torch.compile runs it
+    other = (torch.cat([cnn_inputs[0], cnn_inputs[0]]),)
+    torch.testing.assert_close(lowered(*other), lowered_cold(*other))
+    # (the quantized program, loaded from the cache, is what torch.compile traces)
+    assert [r.step for r in warm.records] == ["lower INT8", "quantize", "lower INT8 (torch.compile)"], warm.records
+    assert warm.records[1].detail.endswith("cache hit")
+    # a timed section gets that real lowering, never the replay
+    timed = artifacts.lowered(config, quantized=True, timing=True)
+    assert timed is lowered.module.real() and isinstance(timed.module, torch._dynamo.eval_frame.OptimizedModule)
+    assert len(warm.records) == 3 and len(warm.cache.build_log()) == len(cold.cache.build_log())
+
+
+def test_replay_record_refuses_a_lowering_with_ops_in_pytorch(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
+    config = make_config()
+    lowered = _artifacts(ArtifactStore(), small_cnn, cnn_inputs, cnn_calibration[:8]).lowered(config, quantized=True)
+    ir, record = replay_record(lowered, cnn_inputs)
+    assert record["lowering"] == "torch.compile" and record["signature"] == "(1, 3, 32, 32):torch.float32"
+    lowered.report.pytorch_ops.append("aten.i0.default")
+    assert replay_record(lowered, cnn_inputs) == "1 op(s) run in PyTorch"
+    lowered.report.pytorch_ops.clear()
+    lowered.ir_records = lowered.ir_records * 2
+    assert replay_record(lowered, cnn_inputs) == "2 OpenVINO IRs"
 
 
 def test_config_calibration_and_weights_each_get_their_own_entry(tmp_path, small_cnn, cnn_inputs, cnn_calibration):
@@ -426,14 +596,16 @@ def test_config_calibration_and_weights_each_get_their_own_entry(tmp_path, small
     for model, calibration, config in variants:
         _artifacts(store, model, cnn_inputs, calibration).quantized(config)
     log = store.cache.build_log()
-    assert len(log) == 4 and len({e.key for e in log}) == 4
-    assert len(entries(tmp_path)) == 4
+    programs = [e for e in log if e.kind == "program"]
+    assert len(programs) == 4 and len({e.key for e in programs}) == 4
+    assert [e.kind for e in log].count("graph") == 2  # one per model (weights), whatever the config
+    assert len(entries(tmp_path)) == 6
     # the same four again in a new session: all loaded
     warm = ArtifactStore(cache=ArtifactCache(tmp_path))
     for model, calibration, config in variants:
         _artifacts(warm, model, cnn_inputs, calibration).quantized(config)
     assert [d.rsplit(", ", 1)[1] for d in _details(warm, "quantize")] == ["cache hit"] * 4
-    assert len(warm.cache.build_log()) == 4
+    assert len(warm.cache.build_log()) == 6
 
 
 def test_store_with_disabled_cache_or_none_builds_in_memory_only(tmp_path, small_cnn, cnn_inputs, cnn_calibration):

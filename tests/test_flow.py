@@ -177,3 +177,31 @@ def test_outputs_of_earlier_calls_are_not_overwritten(quantized_cnn, cnn_inputs)
     kept = first.clone()
     lowered(torch.randn_like(cnn_inputs[0]) * 5)
     torch.testing.assert_close(first, kept)
+
+
+class CastsItsMask(torch.nn.Module):
+    """``mask.to(float)``: torch.export leaves an ``aten._assert_tensor_metadata`` dtype check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * mask.to(torch.float32)
+
+
+def test_own_backend_drops_the_exported_dtype_checks_openvino_cannot_convert(monkeypatch):
+    from pytest_ovquant.flow import ov_backend
+
+    inputs = (torch.randn(2, 4), torch.tensor([[1, 0, 1, 1], [0, 1, 1, 0]]))
+    exported = export_model(CastsItsMask().eval(), inputs)
+    assert any(n.target == torch.ops.aten._assert_tensor_metadata.default for n in exported.graph.nodes)
+    config = make_config(("test", {"compile_backend": "ovquant_openvino"}))
+    lowered = lower(exported, inputs, config, quantized=False)
+    assert lowered.report.pytorch_ops == [] and lowered.report.n_irs == 1, lowered.report.describe()
+    torch.testing.assert_close(lowered(*inputs), exported(*inputs), rtol=0.02, atol=0.02)  # bf16 on AMX CPUs
+    # kept, the checks run in PyTorch between OpenVINO calls (what the removal avoids)
+    monkeypatch.setattr(ov_backend, "_remove_assert_ops", lambda gm: None)
+    kept = lower(exported, inputs, config, quantized=False)
+    assert kept.report.pytorch_ops == ["aten._assert_tensor_metadata.default"], kept.report.describe()

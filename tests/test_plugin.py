@@ -236,10 +236,60 @@ def test_xdist_workers_run_the_flow(pytester):
     from pytest_ovquant.cache import ArtifactCache
 
     cache = ArtifactCache(pytester.path / ".ovquant_cache")
-    programs = [entry for entry in cache.build_log() if entry.kind == "program"]
+    builds = cache.build_log()
+    programs = [entry for entry in builds if entry.kind == "program"]
     assert len(programs) == 2, programs
-    assert len({entry.key for entry in programs}) == 2
-    # a later run reuses them: no new program builds
+    # every key (2 graph records, 2 programs, 2 models x 2 lowerings) built exactly once
+    assert sorted(entry.kind for entry in builds) == ["graph"] * 2 + ["lowering"] * 4 + ["program"] * 2, builds
+    assert len({entry.key for entry in builds}) == len(builds)
+    # a later run reuses them all: nothing is built
     again = run(pytester, "-n", "2")
     again.assert_outcomes(passed=4)
-    assert len([entry for entry in cache.build_log() if entry.kind == "program"]) == 2
+    assert cache.build_log() == builds
+
+
+def test_a_warm_run_replays_lowerings_but_times_a_real_torch_compile(pytester):
+    write_project(
+        pytester,
+        """
+        import pytest
+
+        def test_int8(ovq_compiled_model):
+            assert ovq_compiled_model.report.ok, ovq_compiled_model.report.describe()
+            with open("served.txt", "a") as f:
+                f.write(type(ovq_compiled_model.module).__name__ + "\\n")
+
+        @pytest.mark.ovq_speedup(min=0.001, baseline="ov_fp32", rounds=3, warmup=1, budget=2, tolerance=0.9)
+        def test_speed(ovq_model):
+            pass
+        """,
+    )
+    cold = run(pytester, "-p", "no:xdist", "--ovq-regen-all")  # records the speed reference
+    cold.assert_outcomes(passed=2)
+    cold_steps = progress_steps(cold)
+    assert [step for step, _ in cold_steps if step.startswith("lower")] == ["lower INT8", "lower FP32"], cold.outlines
+    assert all(detail.endswith(", built") for step, detail in cold_steps if step.startswith("lower")), cold_steps
+
+    warm = run(pytester, "-p", "no:xdist")
+    warm.assert_outcomes(passed=2)
+    warm_steps = progress_steps(warm)
+    # served from the cache; the speed gate's INT8 and FP32 modules are real torch.compile lowerings
+    # of the cached program (so it is loaded), built in this run
+    assert [step for step, _ in warm_steps] == [
+        "lower INT8",
+        "quantize",
+        "lower INT8 (torch.compile)",
+        "lower FP32",
+        "export",
+        "lower FP32 (torch.compile)",
+    ], warm.outlines
+    assert all(warm_steps[i][1].endswith("cache hit") for i in (0, 1, 3)), warm_steps
+    assert (pytester.path / "served.txt").read_text().split() == ["OptimizedModule", "ReplayedTorchCompile"]
+
+
+def progress_steps(result: pytest.RunResult) -> list[tuple[str, str]]:
+    """(step, detail) of each progress line "[ovquant] <model>: <step> <seconds>s (<detail>)"."""
+    import re
+
+    lines = (re.match(r"\[ovquant\] \S+: (.+) \d+\.\ds \((.*)\)$", line) for line in result.outlines)
+    return [(m.group(1), m.group(2)) for m in lines if m]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -34,6 +34,8 @@ class LoweredModel:
         self.report = report
         self.name = name
         self.config: dict[str, Any] = {}  # the QuantizeConfig it came from (set by whoever built it)
+        # (ov.Model, CompiledModel) of every IR the lowering produced (what ``replay`` stores)
+        self.ir_records: list[tuple[Any, Any]] = []
 
     @property
     def lowering(self) -> str:
@@ -156,7 +158,8 @@ def _report(
     )
 
 
-def _ov_config(config: QuantizeConfig, quantized: bool, compile_cache_dir: str | None = None) -> dict[str, str]:
+def ov_compile_config(config: QuantizeConfig, quantized: bool, compile_cache_dir: str | None = None) -> dict[str, str]:
+    """The ``compile_model`` properties a lowering uses (precision hint, OpenVINO's blob cache)."""
     ov_config = {}
     if not quantized and config.fp32_inference_precision:
         ov_config["INFERENCE_PRECISION_HINT"] = config.fp32_inference_precision
@@ -177,7 +180,7 @@ def lower_torch_compile(
 ) -> LoweredModel:
     backend = resolve_backend(config)
     options = config.effective_compile_options()
-    ov_config = _ov_config(config, quantized, compile_cache_dir if backend != "inductor" else None)
+    ov_config = ov_compile_config(config, quantized, compile_cache_dir if backend != "inductor" else None)
     if ov_config:
         options["config"] = {**options.get("config", {}), **ov_config}
     # A private copy: dynamo caches compiled code per module, and the same quantized model may be
@@ -197,7 +200,9 @@ def lower_torch_compile(
             ) from error
     seconds = time.perf_counter() - start
     report = _report("torch.compile", backend, records, example_inputs, config, quantized, seconds)
-    return LoweredModel(compiled_module, report, name)
+    lowered = LoweredModel(compiled_module, report, name)
+    lowered.ir_records = list(records)
+    return lowered
 
 
 def export_to_openvino(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Any:
@@ -207,10 +212,6 @@ def export_to_openvino(model: torch.nn.Module, example_inputs: tuple[Any, ...]) 
     return ov.convert_model(torch.export.export(model, example_inputs))
 
 
-# (model, example inputs) -> ov.Model; lets a caller serve the IR from a cache (see ..cache).
-IRConverter = Callable[[torch.nn.Module, tuple[Any, ...]], Any]
-
-
 def lower_export(
     model: torch.nn.Module,
     example_inputs: tuple[Any, ...],
@@ -218,19 +219,17 @@ def lower_export(
     *,
     quantized: bool,
     name: str = "model",
-    convert: IRConverter | None = None,
     compile_cache_dir: str | None = None,
 ) -> LoweredModel:
     import openvino as ov
     from torch.utils._pytree import tree_flatten
 
-    convert = convert or export_to_openvino
     start = time.perf_counter()
     try:
         with torch.no_grad():
             _, out_spec = tree_flatten(model(*example_inputs))
-            ov_model = convert(model, example_inputs)
-            compiled = ov.Core().compile_model(ov_model, "CPU", _ov_config(config, quantized, compile_cache_dir))
+            ov_model = export_to_openvino(model, example_inputs)
+            compiled = ov.Core().compile_model(ov_model, "CPU", ov_compile_config(config, quantized, compile_cache_dir))
     except OVQuantError:
         raise
     except Exception as error:
@@ -248,7 +247,9 @@ def lower_export(
         ) from error
     seconds = time.perf_counter() - start
     report = _report("export", None, [(ov_model, compiled)], example_inputs, config, quantized, seconds)
-    return LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
+    lowered = LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
+    lowered.ir_records = [(ov_model, compiled)]
+    return lowered
 
 
 def lower(
@@ -258,30 +259,26 @@ def lower(
     *,
     quantized: bool,
     name: str = "model",
-    convert: IRConverter | None = None,
     compile_cache_dir: str | None = None,
 ) -> LoweredModel:
     """Lower ``model`` the way ``config.lowering`` says; the report is filled, not checked.
 
-    ``convert`` replaces the export lowering's ``ov.convert_model(torch.export.export(...))``;
     ``compile_cache_dir`` is OpenVINO's ``CACHE_DIR`` for compiled blobs.
     """
     if config.lowering == "export":
-        return lower_export(
-            model, example_inputs, config, quantized=quantized, name=name, convert=convert, compile_cache_dir=compile_cache_dir
-        )
+        return lower_export(model, example_inputs, config, quantized=quantized, name=name, compile_cache_dir=compile_cache_dir)
     return lower_torch_compile(
         model, example_inputs, config, quantized=quantized, name=name, compile_cache_dir=compile_cache_dir
     )
 
 
 __all__ = [
-    "IRConverter",
     "IRSummary",
     "LoweredModel",
     "OpenVINORunner",
     "export_to_openvino",
     "lower",
+    "ov_compile_config",
     "lower_export",
     "lower_torch_compile",
 ]

@@ -82,6 +82,20 @@ def _freeze_static_inputs(aot_gm: torch.fx.GraphModule, module_state: list[torch
     return kept
 
 
+def _remove_assert_ops(aot_gm: torch.fx.GraphModule) -> None:
+    """Drop ``aten._assert_tensor_metadata`` (dtype checks ``torch.export`` leaves after ``.to()``).
+
+    Inductor does the same (``remove_assert_ops``: the op lowers to a no-op there). OpenVINO cannot
+    convert it, so its partitioner would leave it to PyTorch and the OpenVINO partition would return
+    the checked tensors as extra outputs: one Python round trip per call for a check that does nothing.
+    """
+    asserts = list(aot_gm.graph.find_nodes(op="call_function", target=torch.ops.aten._assert_tensor_metadata.default))
+    for node in asserts:
+        aot_gm.graph.erase_node(node)
+    if asserts:
+        aot_gm.recompile()
+
+
 def ovquant_openvino(gm: torch.fx.GraphModule, example_inputs: list[Any], options: dict | None = None) -> Callable:
     """The backend function (``torch.compile(m, backend="ovquant_openvino", options={...})``)."""
     from openvino.frontend.pytorch.torchdynamo.decompositions import (
@@ -98,6 +112,7 @@ def ovquant_openvino(gm: torch.fx.GraphModule, example_inputs: list[Any], option
 
     def forward_compiler(aot_gm: torch.fx.GraphModule, aot_inputs: list[Any]) -> Callable:
         kept = _freeze_static_inputs(aot_gm, module_state)
+        _remove_assert_ops(aot_gm)
         partitioned = Partitioner(ov_options).make_partitions(aot_gm, ov_options)
 
         def run(args: list[Any]) -> Any:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "AdaptiveResult",
@@ -106,6 +105,8 @@ def _bootstrap_interval(
     resamples: int,
     seed: int,
 ) -> Interval:
+    from scipy import stats  # here, not at import: scipy.stats takes ~1 s to import, and only speed gates need it
+
     result = stats.bootstrap(
         data,
         statistic,

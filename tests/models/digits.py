@@ -7,6 +7,8 @@ seconds on a CPU.
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -36,8 +38,12 @@ class DigitsCNN(torch.nn.Module):
         return self.fc2(x)
 
 
+@functools.lru_cache(maxsize=None)
 def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, test_x, test_y): images scaled to [0, 1], shape (N, 1, 8, 8); a fixed split."""
+    """(train_x, train_y, test_x, test_y): images scaled to [0, 1], shape (N, 1, 8, 8); a fixed split.
+
+    Computed once per process (callers slice it, never write into it).
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -397,6 +397,17 @@ def entry_kind(entry: Path) -> str:
     return json.loads((entry / "meta.json").read_text())["kind"]
 
 
+def built_entries(root: Path) -> list[Path]:
+    """Published entries of what the flow builds (program, lowering); every entry must be intact.
+
+    A ``graph`` record (which graph the model exports to) is published before calibration starts.
+    """
+    entries = cache_entries(root)
+    for entry in entries:
+        assert_entry_intact(entry)
+    return [e for e in entries if entry_kind(e) != "graph"]
+
+
 def assert_entry_intact(entry: Path) -> None:
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["key"] == entry.name
@@ -456,7 +467,7 @@ def test_ctrl_c_during_calibration_exits_cleanly_and_leaves_no_cache_entry(pytes
             # module: torch 2.9 warns that torch.ao.quantization is deprecated when calibration starts)
             assert not re.search(r"pytest_ovquant/\S+\.py:\d+: (?!\w*Warning)", text), text[-4000:]
             assert "pytest-ovquant:" not in text, text[-4000:]
-            assert cache_entries(cache_root) == [], phase
+            assert built_entries(cache_root) == [], phase
     finally:
         for proc, _ in sessions.values():
             if proc.poll() is None:
@@ -467,13 +478,13 @@ def test_ctrl_c_during_calibration_exits_cleanly_and_leaves_no_cache_entry(pytes
     program_keys = {e.key for e in ArtifactCache(cache_root).build_log() if e.kind == "program"}
     assert len(program_keys) == 1 and len(half_written) == 1, (program_keys, half_written)
     assert half_written[0].parent.name.startswith(f"{next(iter(program_keys))}.")
-    assert cache_entries(cache_root) == []
+    assert built_entries(cache_root) == []
     assert list((cache_root / "tmp").iterdir()) == []  # nothing half-written is left for that key
 
     final = pytester.runpytest_subprocess(f"--ovq-cache-dir={cache_root}", "-p", "no:xdist", timeout=SESSION_TIMEOUT_S)
     final.assert_outcomes(passed=1)
     entries = cache_entries(cache_root)
-    assert sorted(entry_kind(e) for e in entries) == ["ir", "program"]
+    assert sorted(entry_kind(e) for e in entries) == ["graph", "lowering", "program"]
     for entry in entries:
         assert_entry_intact(entry)
     assert {e.name for e in entries if entry_kind(e) == "program"} == program_keys
@@ -708,15 +719,15 @@ def test_tampered_cache_entries_warn_naming_them_and_are_rebuilt(pytester, tmp_p
     first = pytester.runpytest_subprocess(f"--ovq-cache-dir={cache_root}", "-p", "no:xdist", timeout=SESSION_TIMEOUT_S)
     first.assert_outcomes(passed=1)
     entries = {entry_kind(e): e for e in cache_entries(cache_root)}
-    assert sorted(entries) == ["ir", "program"]
+    assert sorted(entries) == ["graph", "lowering", "program"]
     flip_bytes(entries["program"] / "program.pt2")
-    flip_bytes(entries["ir"] / "model.bin")  # the IR's weights: served as they are, the INT8 model would be wrong
+    flip_bytes(entries["lowering"] / "model.bin")  # the IR's weights: served as they are, the INT8 model would be wrong
 
     monkeypatch.setenv("FAULTS_OUTPUTS", str(tmp_path / "outputs-2"))
     second = pytester.runpytest_subprocess(f"--ovq-cache-dir={cache_root}", "-p", "no:xdist", timeout=SESSION_TIMEOUT_S)
     second.assert_outcomes(passed=1)
     out = second.stdout.str()
-    for entry, name in ((entries["program"], "program.pt2"), (entries["ir"], "model.bin")):
+    for entry, name in ((entries["program"], "program.pt2"), (entries["lowering"], "model.bin")):
         assert (
             f"pytest-ovquant cache: entry {entry} has a modified {name} (sha256 differs from meta.json); "
             "discarding and rebuilding it" in out
@@ -724,7 +735,7 @@ def test_tampered_cache_entries_warn_naming_them_and_are_rebuilt(pytester, tmp_p
         assert_entry_intact(entry)  # rebuilt under the same key
     assert "rebuilt (bad cache entry)" in out
     builds = Counter(e.kind for e in ArtifactCache(cache_root).build_log())
-    assert builds == {"program": 2, "ir": 2}
+    assert builds == {"graph": 1, "program": 2, "lowering": 2}
     # the rebuilt INT8 model computes what the first session's did
     before, after = (ast.literal_eval((tmp_path / f"outputs-{run}").read_text()) for run in (1, 2))
     assert len(before) == len(after) == 8

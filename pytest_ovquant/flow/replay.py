@@ -1,0 +1,127 @@
+"""Serve a lowering again from the one OpenVINO IR it produced (what the artifact cache stores).
+
+Why: a warm run would otherwise trace the cached quantized program with dynamo again; only
+OpenVINO's compiled blob was cached. Replaying reads the IR, compiles it (``CACHE_DIR`` makes that
+an import of the blob) and summarizes it again, so the lowering report describes what runs now.
+
+A lowering is replayable when OpenVINO runs all of it as one IR and the IR alone reproduces it:
+the export lowering always; the torch.compile lowering when its partitioner made one partition,
+left no op to PyTorch, its inputs are all tensors, and the IR called directly with the example
+inputs gives the compiled module's outputs bit for bit (which also checks the input order).
+
+A replayed torch.compile lowering runs the IR only for calls with the example inputs' shapes and
+dtypes (the signature dynamo traced); any other call goes to a real ``torch.compile``, built on
+first need. Timed sections never get a replay (``ModelArtifacts.lowered(timing=True)``): dynamo's
+per-call cost is part of what a torch.compile user runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils._pytree import tree_flatten, treespec_dumps, treespec_loads
+
+from ..config import QuantizeConfig
+from ..fingerprint import inputs_signature
+from ..verify import LoweringReport, summarize_ir
+from .lower import LoweredModel, OpenVINORunner, ov_compile_config
+
+REPLAY_NOTE = "replayed from the artifact cache: the IR this lowering produced in an earlier run"
+
+
+def replay_record(lowered: LoweredModel, example_inputs: tuple[Any, ...]) -> tuple[Any, dict[str, Any]] | str:
+    """(IR, record) to store for ``lowered``, or why it cannot be replayed."""
+    records = lowered.ir_records
+    if len(records) != 1:
+        return f"{len(records)} OpenVINO IRs"
+    if lowered.report.pytorch_ops:
+        return f"{len(lowered.report.pytorch_ops)} op(s) run in PyTorch"
+    if not example_inputs or not all(isinstance(a, torch.Tensor) for a in example_inputs):
+        return "the example inputs are not all tensors"
+    ir, compiled = records[0]
+    if isinstance(lowered.module, OpenVINORunner):  # the export lowering: the module is the IR
+        out_spec = lowered.module.out_spec
+    else:
+        expected, out_spec = tree_flatten(lowered(*example_inputs))
+        obtained, _ = tree_flatten(OpenVINORunner(compiled, out_spec)(*example_inputs))
+        if len(obtained) != len(expected) or not all(
+            isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+            for a, b in zip(obtained, expected)
+        ):
+            return "the IR alone does not reproduce the compiled module's outputs"
+    try:
+        spec = treespec_dumps(out_spec)
+    except Exception as error:  # an output type pytree cannot serialize
+        return f"its output structure cannot be saved ({type(error).__name__})"
+    record = {
+        "lowering": lowered.report.lowering,
+        "backend": lowered.report.backend,
+        "out_spec": spec,
+        "signature": inputs_signature(example_inputs),
+        "model_inputs": lowered.report.model_inputs,
+    }
+    return ir, record
+
+
+class ReplayedTorchCompile:
+    """The module of a replayed torch.compile lowering: the IR for the traced signature, else the real thing."""
+
+    def __init__(self, runner: OpenVINORunner, signature: str, build_real: Callable[[], LoweredModel]) -> None:
+        self.runner = runner
+        self.signature = signature
+        self._build_real = build_real
+        self._real: LoweredModel | None = None
+
+    def real(self) -> LoweredModel:
+        """The torch.compile lowering itself, built on first need."""
+        if self._real is None:
+            self._real = self._build_real()
+        return self._real
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs and inputs_signature(args) == self.signature:
+            return self.runner(*args)
+        return self.real().module(*args, **kwargs)
+
+
+def replay(
+    ir: Any,
+    record: dict[str, Any],
+    config: QuantizeConfig,
+    *,
+    quantized: bool,
+    name: str,
+    compile_cache_dir: str | None,
+    build_real: Callable[[], LoweredModel],
+) -> LoweredModel:
+    """The LoweredModel ``record`` describes, running ``ir``; its report is made from the compiled IR."""
+    import openvino as ov
+
+    start = time.perf_counter()
+    compiled = ov.Core().compile_model(ir, "CPU", ov_compile_config(config, quantized, compile_cache_dir))
+    runner = OpenVINORunner(compiled, treespec_loads(record["out_spec"]))
+    report = LoweringReport(
+        lowering=record["lowering"],
+        backend=record["backend"],
+        quantized=quantized,
+        model_inputs=record["model_inputs"],
+        irs=[summarize_ir(ir, compiled)],
+        min_int8_fraction=config.min_int8_fraction,
+        compile_seconds=time.perf_counter() - start,
+        notes=[REPLAY_NOTE],
+    )
+    module: Any = runner
+    if record["lowering"] == "torch.compile":
+        module = ReplayedTorchCompile(runner, record["signature"], build_real)
+    lowered = LoweredModel(module, report, name)
+    lowered.ir_records = [(ir, compiled)]
+    return lowered
+
+
+def is_replayed_torch_compile(lowered: LoweredModel) -> bool:
+    return isinstance(lowered.module, ReplayedTorchCompile)
+
+
+__all__ = ["REPLAY_NOTE", "ReplayedTorchCompile", "is_replayed_torch_compile", "replay", "replay_record"]
