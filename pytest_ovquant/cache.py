@@ -153,6 +153,17 @@ def _register_quantized_ops(*, everything: bool = False) -> None:
             compat.find_pt2e_functions()
 
 
+def _write_record(record: dict[str, Any], directory: Path) -> None:
+    atomic_write_text(directory / RECORD_NAME, json.dumps(record, sort_keys=True) + "\n")
+
+
+def _read_record(entry: Path) -> dict[str, Any]:
+    record = json.loads((entry / RECORD_NAME).read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"{RECORD_NAME} holds a {type(record).__name__}, not an object")
+    return record
+
+
 def _load_program(path: Path) -> torch.fx.GraphModule:
     with warnings.catch_warnings():
         # torch 2.9 warns once that the archive's buffer is read-only; the tensors are copied
@@ -227,16 +238,7 @@ class ArtifactCache:
     def get_or_build_record(self, key: str, kind: str, build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
         """A small JSON-able record (e.g. which graph a model exports to), and its status."""
 
-        def write(record: dict[str, Any], tmp: Path) -> None:
-            atomic_write_text(tmp / RECORD_NAME, json.dumps(record, sort_keys=True) + "\n")
-
-        def load(entry: Path) -> dict[str, Any]:
-            record = json.loads((entry / RECORD_NAME).read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError(f"{RECORD_NAME} holds a {type(record).__name__}, not an object")
-            return record
-
-        return self._get_or_build(key, kind, build, write, load)
+        return self._get_or_build(key, kind, build, _write_record, _read_record)
 
     def get_or_build_ir(
         self,
@@ -261,13 +263,12 @@ class ArtifactCache:
                 raise _NotStored
             ir, record = stored
             ov.save_model(ir, tmp / IR_NAME, compress_to_fp16=False)
-            atomic_write_text(tmp / RECORD_NAME, json.dumps(record, sort_keys=True) + "\n")
+            _write_record(record, tmp)
 
         def load(entry: Path) -> T:
             import openvino as ov
 
-            record = json.loads((entry / RECORD_NAME).read_text(encoding="utf-8"))
-            return from_ir(ov.Core().read_model(str(entry / IR_NAME)), record)
+            return from_ir(ov.Core().read_model(str(entry / IR_NAME)), _read_record(entry))
 
         return self._get_or_build(key, kind, build, write, load)
 

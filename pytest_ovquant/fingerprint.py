@@ -79,15 +79,15 @@ class _Unstable(Exception):
     """An attribute with no identity that survives the process (e.g. an object without a stable repr)."""
 
 
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
 def _source_file(obj: Any) -> str | None:
     try:
         path = inspect.getsourcefile(obj)
     except TypeError:  # builtins and C extensions
         return None
     return path if path and not path.startswith(_TORCH_DIR) else None  # torch: its version is in every key
-
-
-_TORCH_DIR = str(Path(torch.__file__).parent)
 
 
 class _DefinitionHasher:
@@ -109,9 +109,7 @@ class _DefinitionHasher:
         if isinstance(value, _PLAIN_TYPES) or isinstance(value, enum.Enum):
             return repr(value)
         if isinstance(value, torch.Tensor):
-            digest = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-            _update_with_tensor(digest, value)
-            return f"tensor:{digest.hexdigest()}"
+            return f"tensor:{tensors_fingerprint([value])}"
         if isinstance(value, torch.nn.Module):  # a module kept outside _modules: its class only
             return f"module:{self.code(type(value))}"
         if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
