@@ -5,26 +5,30 @@ config fields that matter for the step, so two tests that ask for the same thing
 whichever fixture scope the user's ``ovq_model`` has.
 
 With an ``ArtifactCache`` they also persist across sessions (and xdist workers): which graph a
-model exports to (a record), the quantized program, and each lowering's IR (replayed, see
-``flow.replay``); the in-memory memo stays in front of it. A warm run then neither exports,
-loads the program, nor traces with dynamo, unless a test asks for those artifacts themselves.
+model exports to (a record), its exported program, the quantized program, and each lowering's IR
+(replayed, see ``flow.replay``); the in-memory memo stays in front of it. A warm run then neither
+exports, loads a program, nor traces with dynamo, unless a test asks for those artifacts themselves
+(and then loads them).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch.utils._pytree import treespec_loads
 
 from .cache import ArtifactCache, cache_key, graph_fingerprint, versions_part
 from .config import QuantizeConfig
 from .fingerprint import ModelFingerprints, definition_fingerprint, inputs_signature, tensors_fingerprint
-from .flow.export import batch_dynamic_shapes, export_model
-from .flow.lower import LoweredModel, lower
+from .flow.export import batch_dynamic_shapes, export_program
+from .flow.lower import LoweredModel, compile_export_lowering, convert_export_lowering, count_model_inputs, lower
 from .flow.quantize import calibration_items, quantize
-from .flow.replay import is_replayed_torch_compile, replay, replay_record
+from .flow.replay import REPLAY_NOTE, ir_record, is_replayed_torch_compile, replay, replay_record
+from .measure.recorded import RecordedOutputsStore
 
 # (step, seconds, detail) -> None; the plugin shows these as progress lines.
 StepListener = Callable[[str, str, float, str], None]
@@ -98,16 +102,33 @@ class ModelArtifacts:
     def _export_key(self, config: QuantizeConfig) -> tuple:
         return ("export", *self._model_key, config.dynamic_batch, config.strict_export)
 
+    @functools.cached_property
+    def _definition(self) -> str | None:
+        """The model's ``definition_fingerprint`` (None: not stable across runs), computed once."""
+        return definition_fingerprint(self.model)
+
+    def _definition_key(self, kind: str, config: QuantizeConfig, definition: str) -> str:
+        """Disk-cache key of what the model's definition decides (its graph, its exported program)."""
+        return cache_key(kind, *self._model_key, definition, str(config.dynamic_batch), str(config.strict_export), versions_part())
+
     def exported(self, config: QuantizeConfig) -> torch.fx.GraphModule:
-        def build() -> tuple[Any, str]:
-            graph = export_model(
+        def export_now() -> torch.export.ExportedProgram:
+            return export_program(
                 self.model,
                 self.example_inputs,
                 name=self.name,
                 dynamic_batch=config.dynamic_batch,
                 strict=config.strict_export,
             )
-            return graph, f"torch.export{' (dynamic batch)' if config.dynamic_batch else ''}"
+
+        def build() -> tuple[Any, str]:
+            detail = f"torch.export{' (dynamic batch)' if config.dynamic_batch else ''}"
+            cache = self.store.disk_cache
+            definition = self._definition if cache is not None else None
+            if cache is None or definition is None:
+                return export_now().module(), detail
+            program, status = cache.get_or_build_exported(self._definition_key("exported", config, definition), export_now)
+            return program.module(), f"{detail}, {CACHE_STATUS[status]}"
 
         return self.store.get_or_build(self._export_key(config), self.name, "export", build)
 
@@ -121,12 +142,12 @@ class ModelArtifacts:
         if key in self.store.graph_fingerprints:
             return self.store.graph_fingerprints[key]
         cache = self.store.disk_cache
-        definition = definition_fingerprint(self.model) if cache is not None else None
+        definition = self._definition if cache is not None else None
         if cache is None or definition is None:
             value = graph_fingerprint(self.exported(config))
         else:
             record, _ = cache.get_or_build_record(
-                cache_key("graph", *self._model_key, definition, str(config.dynamic_batch), str(config.strict_export), versions_part()),
+                self._definition_key("graph", config, definition),
                 "graph",
                 lambda: {"graph": graph_fingerprint(self.exported(config))},
             )
@@ -220,9 +241,16 @@ class ModelArtifacts:
                 lowered.config = config.to_dict()
                 return lowered
 
-            lowered, status = cache.get_or_build_ir(
-                cache_key("lowering", disk_source(), config.lowering_key(), versions_part()), lower_now, to_ir, from_ir
-            )
+            disk_key = cache_key("lowering", disk_source(), config.lowering_key(), versions_part())
+            if config.lowering == "export":
+                lowered, status = self._export_lowering(disk_key, source, config, quantized, name, compile_cache_dir, not_stored)
+            else:
+                lowered, status = cache.get_or_build_ir(disk_key, lower_now, to_ir, from_ir)
+                if status != "hit" and compile_cache_dir:
+                    # OpenVINO keys its blob cache by the IR it compiles, and the IR read back from
+                    # the entry hashes unlike the in-memory one the lowering compiled: compile the
+                    # stored one now, so that a first warm run imports blobs instead of compiling.
+                    cache.read_ir(disk_key, from_ir)
             lowered, detail = _described(lowered)
             detail += f", {CACHE_STATUS[status]}"
             if not_stored:
@@ -233,6 +261,74 @@ class ModelArtifacts:
         if timing and is_replayed_torch_compile(lowered):
             return lowered.module.real()
         return lowered
+
+    def fp32_outputs_store(self, eval_dataset: Any, chunk_size: int, machine: str) -> RecordedOutputsStore | None:
+        """Where the FP32 model's outputs over ``eval_dataset`` are kept across runs, if they can be.
+
+        The key: the model (weights, definition), the evaluation inputs, the chunk size, the stack's
+        versions and the machine (CPU kernels and thread count change float results). None without
+        the disk cache, for a model whose definition is not stable across runs, and for a dataset
+        that is not an in-memory list or tuple (fingerprinting a generator would consume it, a
+        DataLoader would read and decode everything twice).
+        """
+        cache = self.store.disk_cache
+        if cache is None or self._definition is None or not isinstance(eval_dataset, (list, tuple)):
+            return None
+        try:
+            # the inputs only: targets do not change what the model outputs
+            data = tensors_fingerprint(item[0] for item in eval_dataset)
+        except Exception:  # not (inputs, target) pairs: the evaluation itself says what is wrong
+            return None
+        key = cache_key("fp32-outputs", *self._model_key, self._definition, data, str(chunk_size), machine, versions_part())
+        return RecordedOutputsStore(cache, key)
+
+    def _export_lowering(
+        self,
+        disk_key: str,
+        source: Callable[[], torch.fx.GraphModule],
+        config: QuantizeConfig,
+        quantized: bool,
+        name: str,
+        compile_cache_dir: str | None,
+        not_stored: list[str],
+    ) -> tuple[LoweredModel, str]:
+        """The export lowering through the disk cache: its IR is stored once converted, then compiled.
+
+        Compiling outside the cached step: where the CPU plugin cannot compile the IR, the failure
+        comes back on every run, but the conversion is not redone.
+        """
+        cache = self.store.disk_cache
+        assert cache is not None
+
+        def to_ir(converted: tuple[Any, Any]) -> Any:
+            ir, out_spec = converted
+            record = ir_record("export", None, out_spec, self.example_inputs)
+            if isinstance(record, str):
+                not_stored.append(record)
+                return None
+            return ir, record
+
+        def from_ir(ir: Any, record: dict[str, Any]) -> tuple[Any, Any]:
+            return ir, treespec_loads(record["out_spec"])
+
+        (ir, out_spec), status = cache.get_or_build_ir(
+            disk_key, lambda: convert_export_lowering(source(), self.example_inputs, name=name), to_ir, from_ir
+        )
+        if status != "hit":
+            # compile the IR as later runs read it back: OpenVINO's blob cache is keyed by the IR
+            # compiled, and the read-back one hashes unlike the converter's in-memory one
+            ir, out_spec = cache.read_ir(disk_key, from_ir) or (ir, out_spec)
+        lowered = compile_export_lowering(
+            ir,
+            out_spec,
+            config,
+            quantized=quantized,
+            model_inputs=count_model_inputs(self.example_inputs),
+            name=name,
+            compile_cache_dir=compile_cache_dir,
+            notes=[REPLAY_NOTE] if status == "hit" else (),
+        )
+        return lowered, status
 
 
 def _described(lowered: LoweredModel) -> tuple[LoweredModel, str]:

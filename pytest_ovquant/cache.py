@@ -12,14 +12,16 @@ Layout under ``root`` (default ``<rootdir>/.ovquant_cache/``)::
     tmp/<key>.<pid>.<random>/     an entry being written; renamed into place when complete
     builds.log                    one line per real build (key, kind, pid, time)
 
-Entry kinds (what ``artifacts`` stores): ``graph`` records (JSON), ``program`` (a quantized
-``torch.export`` program), ``lowering`` (one OpenVINO IR plus a JSON record of how to call it).
+Entry kinds (what ``artifacts`` stores): ``graph`` records (JSON), ``exported`` (the model's
+``torch.export`` program), ``program`` (a quantized program), ``lowering`` (one OpenVINO IR plus a
+JSON record of how to call it), ``fp32-outputs`` (the FP32 model's outputs over the evaluation
+data: arrays plus a JSON record).
 
 An entry is only ever published by renaming a complete temp directory, so a crash or Ctrl-C
 never leaves a half-written entry under its final name. Entries are verified against their
 meta.json before use; a bad one is reported and rebuilt. Nothing is loaded with ``pickle``:
 programs go through ``torch.export.save``/``load``, IRs through ``openvino.save_model``/``read_model``,
-records through ``json``.
+arrays through ``numpy.load(allow_pickle=False)``, records through ``json``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from . import compat
 from .atomic import atomic_write_text
 from .errors import OVQuantError
 
-if TYPE_CHECKING:  # openvino is imported lazily: the cache itself does not need it
+if TYPE_CHECKING:  # openvino and numpy are imported lazily: the cache itself does not need them
+    import numpy
     import openvino
 
 T = TypeVar("T")
@@ -56,6 +59,7 @@ VERSIONED_PACKAGES = ("torch", "torchao", "nncf", "openvino", "executorch")
 META_NAME = "meta.json"
 PROGRAM_NAME = "program.pt2"
 IR_NAME = "model.xml"
+ARRAYS_NAME = "arrays.npz"
 RECORD_NAME = "record.json"
 BUILD_LOG_NAME = "builds.log"
 # builds.log is trimmed to its last BUILD_LOG_KEEP lines once it grows past BUILD_LOG_MAX_BYTES.
@@ -164,11 +168,27 @@ def _read_record(entry: Path) -> dict[str, Any]:
     return record
 
 
-def _load_program(path: Path) -> torch.fx.GraphModule:
-    with warnings.catch_warnings():
-        # torch 2.9 warns once that the archive's buffer is read-only; the tensors are copied
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        return torch.export.load(path).module()
+def _load_program(path: Path) -> torch.export.ExportedProgram:
+    """``torch.export.load`` once the ops a (quantized) program may use are registered."""
+
+    def load() -> torch.export.ExportedProgram:
+        with warnings.catch_warnings():
+            # torch 2.9 warns once that the archive's buffer is read-only; the tensors are copied
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            return torch.export.load(path)
+
+    _register_quantized_ops()
+    try:
+        return load()
+    except Exception:  # an op from a module not imported yet: import it, try once more
+        _register_quantized_ops(everything=True)
+        return load()
+
+
+def _load_ir(entry: Path, from_ir: Callable[["openvino.Model", dict[str, Any]], T]) -> T:
+    import openvino as ov
+
+    return from_ir(ov.Core().read_model(str(entry / IR_NAME)), _read_record(entry))
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -226,14 +246,19 @@ class ArtifactCache:
             torch.export.save(program, tmp / PROGRAM_NAME)
 
         def load(entry: Path) -> torch.fx.GraphModule:
-            _register_quantized_ops()
-            try:
-                return _load_program(entry / PROGRAM_NAME)
-            except Exception:  # an op from a module not imported yet: import it, try once more
-                _register_quantized_ops(everything=True)
-                return _load_program(entry / PROGRAM_NAME)
+            return _load_program(entry / PROGRAM_NAME).module()
 
         return self._get_or_build(key, "program", build, write, load)
+
+    def get_or_build_exported(
+        self, key: str, build: Callable[[], torch.export.ExportedProgram]
+    ) -> tuple[torch.export.ExportedProgram, str]:
+        """An ``ExportedProgram`` as ``build()`` makes it (saved as is with ``torch.export.save``), and its status."""
+
+        def write(program: torch.export.ExportedProgram, tmp: Path) -> None:
+            torch.export.save(program, tmp / PROGRAM_NAME)
+
+        return self._get_or_build(key, "exported", build, write, lambda entry: _load_program(entry / PROGRAM_NAME))
 
     def get_or_build_record(self, key: str, kind: str, build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
         """A small JSON-able record (e.g. which graph a model exports to), and its status."""
@@ -265,10 +290,52 @@ class ArtifactCache:
             ov.save_model(ir, tmp / IR_NAME, compress_to_fp16=False)
             _write_record(record, tmp)
 
-        def load(entry: Path) -> T:
-            import openvino as ov
+        return self._get_or_build(key, kind, build, write, lambda entry: _load_ir(entry, from_ir))
 
-            return from_ir(ov.Core().read_model(str(entry / IR_NAME)), _read_record(entry))
+    def read_ir(
+        self, key: str, from_ir: Callable[["openvino.Model", dict[str, Any]], T], *, kind: str = "lowering"
+    ) -> T | None:
+        """A stored IR entry's value as ``get_or_build_ir`` would load it; None when there is no sound
+        entry (then nothing is built, warned or discarded: the next ``get_or_build_ir`` sees to it)."""
+        if not self.enabled:
+            return None
+        entry = self.entry_dir(key)
+        with self._key_lock(key):
+            if not entry.is_dir() or self._verify(entry, key, kind) is not None:
+                return None
+            return _load_ir(entry, from_ir)
+
+    def get_or_build_arrays(
+        self,
+        key: str,
+        kind: str,
+        build: Callable[[], T],
+        to_arrays: Callable[[T], "tuple[dict[str, numpy.ndarray], dict[str, Any]] | None"],
+        from_arrays: Callable[["dict[str, numpy.ndarray]", dict[str, Any]], T],
+    ) -> tuple[T, str]:
+        """Something made of numpy arrays plus a JSON record (recorded outputs), and its status.
+
+        As ``get_or_build_ir``: ``to_arrays(value)`` gives what to store, or None for nothing.
+        Arrays go into one uncompressed ``.npz`` read back with ``allow_pickle=False``.
+        """
+
+        def write(value: T, tmp: Path) -> None:
+            import numpy
+
+            stored = to_arrays(value)
+            if stored is None:
+                raise _NotStored
+            arrays, record = stored
+            with (tmp / ARRAYS_NAME).open("wb") as handle:
+                numpy.savez(handle, **arrays)
+            _write_record(record, tmp)
+
+        def load(entry: Path) -> T:
+            import numpy
+
+            with numpy.load(entry / ARRAYS_NAME, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            return from_arrays(arrays, _read_record(entry))
 
         return self._get_or_build(key, kind, build, write, load)
 
@@ -332,7 +399,7 @@ class ArtifactCache:
                         return load(entry), "hit"
                     except Exception as error:  # noqa: BLE001 - any failure means: rebuild
                         problem = f"could not be loaded ({type(error).__name__}: {str(error).strip()[:300]})"
-                self._warn(f"pytest-ovquant cache: entry {entry} {problem}; discarding and rebuilding it")
+                self.warn(f"pytest-ovquant cache: entry {entry} {problem}; discarding and rebuilding it")
                 self._discard(entry)
                 status = "rebuilt"
             value = build()
@@ -382,7 +449,7 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
         except Exception as error:  # the artifact is fine; only caching it failed
             shutil.rmtree(tmp, ignore_errors=True)
-            self._warn(
+            self.warn(
                 f"pytest-ovquant cache: could not save the {kind} for key {key} under {self.root} "
                 f"({type(error).__name__}: {str(error).strip()[:300]}); continuing without caching it"
             )
@@ -471,9 +538,10 @@ class ArtifactCache:
                     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
                     atomic_write_text(path, "".join(lines[-BUILD_LOG_KEEP:]))
         except (OSError, filelock.Timeout) as error:
-            self._warn(f"pytest-ovquant cache: could not update {path} ({error})")
+            self.warn(f"pytest-ovquant cache: could not update {path} ({error})")
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
+        """Say what went wrong with the cache (a CacheWarning, and the plugin's callback), and carry on."""
         warnings.warn(message, CacheWarning, stacklevel=4)
         if self._warn_callback is not None:
             self._warn_callback(message)

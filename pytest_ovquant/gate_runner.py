@@ -31,10 +31,11 @@ from .gates import (
     parse_accuracy,
     parse_speedup,
 )
-from .measure.evaluation import EvaluationError, Progress, evaluate
+from .measure.evaluation import EvaluationError, MetricResult, Progress, chunk_size, evaluate
 from .measure.exclusive import MachineLock
 from .measure.latency import SpeedupMeasurement, measure_speedup_adaptive
 from .measure.machine import SATURATING_INT8_CLASSES, int8_isa_class
+from .measure.recorded import RecordedOutputsStore
 from .references import (
     MetricValues,
     ReferenceStore,
@@ -203,23 +204,28 @@ def run_gates(
     mode: UpdateMode,
     progress: Progress | None = None,
     machine_lock: MachineLock | None = None,
+    fp32_outputs: RecordedOutputsStore | None = None,
 ) -> GateOutcome:
+    """The gates of one test, decided; ``fp32_outputs``: FP32 outputs recorded in an earlier run."""
     reference = store.get(node_id)
     rows: list[GateRow] = []
     shared = machine_lock.shared if machine_lock is not None else contextlib.nullcontext
     exclusive = machine_lock.exclusive if machine_lock is not None else contextlib.nullcontext
     if plan.accuracy:
-        batch = example_inputs[0].shape[0] if example_inputs and hasattr(example_inputs[0], "shape") else 1
+
+        def evaluate_with(fp32: Callable[..., Any]) -> dict[str, MetricResult]:
+            return evaluate(
+                fp32,
+                int8_model,
+                eval_dataset if eval_dataset is not None else [],
+                [gate.metric for gate in plan.accuracy],
+                batch_size=chunk_size(example_inputs),
+                progress=progress,
+            )
+
         with shared():
             try:
-                results = evaluate(
-                    fp32_model,
-                    int8_model,
-                    eval_dataset if eval_dataset is not None else [],
-                    [gate.metric for gate in plan.accuracy],
-                    batch_size=batch,
-                    progress=progress,
-                )
+                results = fp32_outputs.evaluate(fp32_model, evaluate_with) if fp32_outputs else evaluate_with(fp32_model)
             except EvaluationError as error:
                 raise EvaluationError(f"evaluating {model_name}: {error}") from error
         for gate in plan.accuracy:

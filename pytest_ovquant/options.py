@@ -112,6 +112,13 @@ def addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ovq_data_dir", help="ImageFolder for the ovq_image_folder_* fixtures (relative to rootdir)", default="")
     group.addoption(
+        "--ovq-exit-gc",
+        action="store_true",
+        default=False,
+        help="let Python run its last garbage collection at exit (skipped by default: with torch and OpenVINO "
+        "loaded it takes 1-2 s and only frees memory the OS takes back)",
+    )
+    group.addoption(
         "--ovq-show-lowering",
         action="store_true",
         default=False,

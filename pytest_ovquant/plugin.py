@@ -6,7 +6,9 @@ terminal output in ``report`` / ``progress``, plugin state in ``session``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +25,7 @@ from .errors import ConfigError, OVQuantError
 from .flow.lower import LoweredModel
 from .gate_runner import UpdateMode, outcome_from_dict, plan_for, run_gates
 from .measure import machine
+from .measure.evaluation import chunk_size
 from .measure.exclusive import MachineLock, default_lock_path
 from .progress import ProgressPrinter, SampleProgress
 from .references import ReferenceStore, TestReference, split_node_id
@@ -65,6 +68,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as error:
         raise pytest.UsageError(f"pytest-ovquant: {error}") from None
     config.stash[SESSION_KEY] = state
+    if not config.getoption("ovq_exit_gc"):
+        # At exit the interpreter's last collections walk every object torch, OpenVINO and the
+        # model libraries made (1.5-2 s a run here) to free memory the OS takes back anyway.
+        # Freezing the heap at exit (not before: an in-process pytester run must not freeze its
+        # host) skips that; objects in reference cycles then get no __del__ at exit, which CPython
+        # never promises. atexit handlers, pytest's own reports and files closed explicitly are unaffected.
+        atexit.register(gc.freeze)
 
 
 def _artifact_cache(config: pytest.Config) -> ArtifactCache:
@@ -140,7 +150,11 @@ def _run_gates(item: pytest.Item) -> None:
         mode=state.mode,
         progress=SampleProgress(item.config, f"evaluating {context.model_name}", context.eval_dataset),
         machine_lock=state.machine_lock,
+        fp32_outputs=context.fp32_outputs,
     )
+    if context.fp32_outputs is not None and state.store.listener is not None:
+        recorded = context.fp32_outputs
+        state.store.listener(context.model_name, "evaluate", recorded.seconds, recorded.describe())
     state.outcomes.append(gated)
     item.user_properties.extend(results.junit_properties(gated))
     if gated.verdict == "xfailed":
@@ -419,9 +433,14 @@ def _ovq_gates(request: pytest.FixtureRequest) -> None:
     int8_model: LoweredModel = request.getfixturevalue("ovq_compiled_model")
     fp32_model = request.getfixturevalue("ovq_model")
     baseline = None
+    artifacts: ModelArtifacts = request.getfixturevalue("ovq_artifacts")
+    eval_dataset = request.getfixturevalue("ovq_eval_dataset") if plan.accuracy else None
+    fp32_outputs = None
+    if eval_dataset is not None:
+        machine_id, _ = request.config.stash[SESSION_KEY].machine()
+        fp32_outputs = artifacts.fp32_outputs_store(eval_dataset, chunk_size(artifacts.example_inputs), machine_id)
     if plan.speedup is not None:
         # timed: the lowering itself, never one replayed from the artifact cache (flow.replay)
-        artifacts: ModelArtifacts = request.getfixturevalue("ovq_artifacts")
         with _heavy_work(artifacts):
             int8_model = artifacts.lowered(config, quantized=True, timing=True)
             if plan.speedup.baseline == "ov_fp32":
@@ -436,6 +455,7 @@ def _ovq_gates(request: pytest.FixtureRequest) -> None:
         fp32_model=fp32_model.eval(),
         int8_model=int8_model,
         example_inputs=request.getfixturevalue("ovq_example_inputs"),
-        eval_dataset=request.getfixturevalue("ovq_eval_dataset") if plan.accuracy else None,
+        eval_dataset=eval_dataset,
         baseline_model=baseline,
+        fp32_outputs=fp32_outputs,
     )

@@ -19,6 +19,7 @@ from .flow.lower import LoweredModel
 from .gate_runner import GateOutcome, GatePlan, UpdateMode
 from .measure import machine
 from .measure.exclusive import MachineLock
+from .measure.recorded import RecordedOutputsStore
 from .references import ReferenceStore
 
 
@@ -68,6 +69,7 @@ class GateContext:
     example_inputs: tuple[Any, ...]
     eval_dataset: Any = None
     baseline_model: Any = None
+    fp32_outputs: RecordedOutputsStore | None = None  # the FP32 side of the evaluation, kept across runs
 
 
 SESSION_KEY = pytest.StashKey[SessionState]()

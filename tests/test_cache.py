@@ -35,6 +35,7 @@ from pytest_ovquant.config import make_config
 from pytest_ovquant.errors import OVQuantError
 from pytest_ovquant.fingerprint import definition_fingerprint
 from pytest_ovquant.flow import export_model, lower, quantize
+from pytest_ovquant.flow.export import export_program
 from pytest_ovquant.flow.lower import export_to_openvino
 from pytest_ovquant.flow.replay import REPLAY_NOTE, ReplayedTorchCompile, replay_record
 
@@ -198,7 +199,7 @@ def test_graph_record_follows_the_definition_and_matches_the_exported_graph(tmp_
         warm = ArtifactStore(cache=ArtifactCache(tmp_path / "cache"))
         assert _artifacts(warm, model, inputs, []).graph_fingerprint(config) == expected
         assert [r.step for r in warm.records] == []  # the record answered: no export
-    assert [e.kind for e in ArtifactCache(tmp_path / "cache").build_log()] == ["graph", "graph"]
+    assert [e.kind for e in ArtifactCache(tmp_path / "cache").build_log()] == ["exported", "graph"] * 2
     # without a stable definition the model is exported each time
     model = _net(module)
     model.helper = object()
@@ -257,6 +258,40 @@ def test_dynamic_batch_program_round_trips_with_a_dynamic_batch(tmp_path, small_
     batch5 = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch5), built(batch5), rtol=0, atol=0)
+
+
+def test_exported_program_is_saved_as_is_and_loads_to_the_same_graph(tmp_path, small_cnn, cnn_inputs):
+    program = export_program(small_cnn, cnn_inputs)
+    key = cache_key("exported", "cnn")
+    build = Builder(lambda: program)
+    assert ArtifactCache(tmp_path).get_or_build_exported(key, build) == (program, "built")
+    loaded, status = ArtifactCache(tmp_path).get_or_build_exported(key, must_not_build)
+    assert status == "hit" and isinstance(loaded, torch.export.ExportedProgram) and loaded is not program
+    fresh, again = program.module(), loaded.module()
+    # the same code with the same node names (tests address nodes by name) and the same weights
+    assert again.code == fresh.code
+    assert graph_fingerprint(again) == graph_fingerprint(fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(again(*cnn_inputs), small_cnn(*cnn_inputs), rtol=0, atol=0)
+    assert [e.kind for e in ArtifactCache(tmp_path).build_log()] == ["exported"]
+
+
+def test_store_serves_the_exported_model_from_the_cache_when_its_definition_is_stable(tmp_path, small_cnn, cnn_inputs):
+    config = make_config()
+    cold = ArtifactStore(cache=ArtifactCache(tmp_path))
+    built = _artifacts(cold, small_cnn, cnn_inputs, []).exported(config)
+    assert _details(cold, "export") == ["torch.export, built"]
+    warm = ArtifactStore(cache=ArtifactCache(tmp_path))
+    loaded = _artifacts(warm, small_cnn, cnn_inputs, []).exported(config)
+    assert _details(warm, "export") == ["torch.export, cache hit"]
+    assert loaded.code == built.code
+    # a model without a stable definition is exported every time, and nothing is stored for it
+    unstable = seeded(SmallCNN())
+    unstable.helper = object()
+    store = ArtifactStore(cache=ArtifactCache(tmp_path))
+    _artifacts(store, unstable, cnn_inputs, []).exported(config)
+    assert _details(store, "export") == ["torch.export"]
+    assert [e.kind for e in ArtifactCache(tmp_path).build_log()] == ["exported"]
 
 
 # -- integrity ---------------------------------------------------------------------------------
@@ -484,6 +519,29 @@ def test_ir_miss_then_hit_and_tampered_weights_rebuild(tmp_path, quantized_cnn, 
     assert build.calls == 2
 
 
+def test_arrays_miss_then_hit_round_trip_dtypes_and_tampering_rebuilds(tmp_path):
+    import numpy as np
+
+    key = cache_key("fp32-outputs", "arrays")
+    arrays = {"c0_0": np.arange(6, dtype=np.float32).reshape(2, 3), "c0_1": np.array([1, 2], dtype=np.int64)}
+    build = Builder(lambda: (arrays, {"calls": 1}))
+    to_arrays, from_arrays = (lambda value: value), (lambda stored, record: (stored, record))
+    assert ArtifactCache(tmp_path).get_or_build_arrays(key, "fp32-outputs", build, to_arrays, from_arrays)[1] == "built"
+    (loaded, record), status = ArtifactCache(tmp_path).get_or_build_arrays(
+        key, "fp32-outputs", must_not_build, to_arrays, from_arrays
+    )
+    assert status == "hit" and record == {"calls": 1} and loaded.keys() == arrays.keys()
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype and np.array_equal(loaded[name], array)
+    entry = tmp_path / key[:2] / key
+    data = bytearray((entry / "arrays.npz").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (entry / "arrays.npz").write_bytes(bytes(data))
+    with pytest.warns(CacheWarning, match=f"{entry}.*modified arrays.npz"):
+        assert ArtifactCache(tmp_path).get_or_build_arrays(key, "fp32-outputs", build, to_arrays, from_arrays)[1] == "rebuilt"
+    assert build.calls == 2
+
+
 def test_a_value_that_cannot_be_stored_is_returned_and_publishes_nothing(tmp_path, recwarn):
     cache = ArtifactCache(tmp_path)
     build = Builder(lambda: "not an IR")
@@ -516,7 +574,7 @@ def test_store_builds_then_a_new_session_hits_and_lowers_to_int8(tmp_path, small
     assert details["quantize"].endswith(", built"), details
     assert details["lower INT8"].endswith(", built") and details["lower FP32"].endswith(", built"), details
     kinds = sorted(e.kind for e in cold.cache.build_log())
-    assert kinds == ["graph", "lowering", "lowering", "program"], kinds
+    assert kinds == ["exported", "graph", "lowering", "lowering", "program"], kinds
 
     warm = ArtifactStore(cache=ArtifactCache(tmp_path))
     artifacts = _artifacts(warm, small_cnn, cnn_inputs, calibration)
@@ -526,7 +584,7 @@ def test_store_builds_then_a_new_session_hits_and_lowers_to_int8(tmp_path, small
     # neither exported nor quantized nor loaded: the lowerings come from their IRs
     assert sorted(details) == ["lower FP32", "lower INT8"], details
     assert details["lower INT8"].endswith("cache hit") and details["lower FP32"].endswith("cache hit"), details
-    assert len(warm.cache.build_log()) == 4  # nothing was built
+    assert len(warm.cache.build_log()) == 5  # nothing was built
     assert lowered_warm.report.ok, lowered_warm.report.describe()
     assert lowered_warm.report.int8_layers == lowered_cold.report.int8_layers == 3
     assert REPLAY_NOTE in lowered_warm.report.describe()
@@ -536,6 +594,50 @@ def test_store_builds_then_a_new_session_hits_and_lowers_to_int8(tmp_path, small
     assert _details(warm, "quantize")[0].endswith(", cache hit")
     with torch.no_grad():
         torch.testing.assert_close(loaded(*cnn_inputs), built(*cnn_inputs), rtol=0, atol=0)
+
+
+def test_export_lowering_ir_is_cached_when_converted_so_a_compile_failure_does_not_convert_again(
+    tmp_path, small_cnn, cnn_inputs, cnn_calibration, monkeypatch
+):
+    """Where the CPU plugin cannot compile an IR (OpenVINO 2026.4 on AMX/VNNI CPUs and the digits
+    CNN), every run fails the same way; the conversion before it is done once."""
+    import importlib
+
+    import pytest_ovquant.artifacts as artifacts_module
+
+    lower_module = importlib.import_module("pytest_ovquant.flow.lower")  # the package exports a function `lower`
+
+    config = make_config(("test", {"lowering": "export"}))
+    calibration = cnn_calibration[:8]
+    real_compile = lower_module.compile_ir
+
+    def no_suitable_implementation(ir: Any, config: Any, *, name: str, how: str, **kwargs: Any) -> Any:
+        error = RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp: No suitable implementations")
+        raise lower_module._lowering_error(name, how, error)
+
+    conversions = Builder(lambda: None)
+    real_convert = artifacts_module.convert_export_lowering
+
+    def counting_convert(*args: Any, **kwargs: Any) -> Any:
+        conversions()
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(artifacts_module, "convert_export_lowering", counting_convert)
+    monkeypatch.setattr(lower_module, "compile_ir", no_suitable_implementation)
+    for run in range(2):
+        store = ArtifactStore(cache=ArtifactCache(tmp_path))
+        with pytest.raises(OVQuantError, match=r"lowering small_cnn INT8 with ov.convert_model\(torch.export.export.*No suitable"):
+            _artifacts(store, small_cnn, cnn_inputs, calibration).lowered(config, quantized=True)
+        assert conversions.calls == 1, f"run {run + 1} converted again"
+    kinds = sorted(e.kind for e in ArtifactCache(tmp_path).build_log())
+    assert kinds == ["exported", "graph", "lowering", "program"], kinds  # the IR entry, built once
+
+    monkeypatch.setattr(lower_module, "compile_ir", real_compile)  # a CPU where it compiles
+    store = ArtifactStore(cache=ArtifactCache(tmp_path))
+    lowered = _artifacts(store, small_cnn, cnn_inputs, calibration).lowered(config, quantized=True)
+    assert conversions.calls == 1 and _details(store, "lower INT8")[0].endswith("cache hit")
+    assert lowered.report.ok and lowered.report.int8_layers == 3, lowered.report.describe()
+    assert REPLAY_NOTE in lowered.report.describe()
 
 
 def test_torch_compile_lowering_is_replayed_for_its_signature_and_real_otherwise(
@@ -598,14 +700,15 @@ def test_config_calibration_and_weights_each_get_their_own_entry(tmp_path, small
     log = store.cache.build_log()
     programs = [e for e in log if e.kind == "program"]
     assert len(programs) == 4 and len({e.key for e in programs}) == 4
-    assert [e.kind for e in log].count("graph") == 2  # one per model (weights), whatever the config
-    assert len(entries(tmp_path)) == 6
+    # one graph record and one exported program per model (weights), whatever the config
+    assert [e.kind for e in log].count("graph") == [e.kind for e in log].count("exported") == 2
+    assert len(entries(tmp_path)) == 8
     # the same four again in a new session: all loaded
     warm = ArtifactStore(cache=ArtifactCache(tmp_path))
     for model, calibration, config in variants:
         _artifacts(warm, model, cnn_inputs, calibration).quantized(config)
     assert [d.rsplit(", ", 1)[1] for d in _details(warm, "quantize")] == ["cache hit"] * 4
-    assert len(warm.cache.build_log()) == 6
+    assert len(warm.cache.build_log()) == 8
 
 
 def test_store_with_disabled_cache_or_none_builds_in_memory_only(tmp_path, small_cnn, cnn_inputs, cnn_calibration):

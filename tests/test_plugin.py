@@ -6,6 +6,7 @@ OpenVINO, so the tests here are few and each checks several things.
 
 from __future__ import annotations
 
+import json
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -239,8 +240,9 @@ def test_xdist_workers_run_the_flow(pytester):
     builds = cache.build_log()
     programs = [entry for entry in builds if entry.kind == "program"]
     assert len(programs) == 2, programs
-    # every key (2 graph records, 2 programs, 2 models x 2 lowerings) built exactly once
-    assert sorted(entry.kind for entry in builds) == ["graph"] * 2 + ["lowering"] * 4 + ["program"] * 2, builds
+    # every key (2 exported programs, 2 graph records, 2 programs, 2 models x 2 lowerings) built exactly once
+    expected = ["exported"] * 2 + ["graph"] * 2 + ["lowering"] * 4 + ["program"] * 2
+    assert sorted(entry.kind for entry in builds) == expected, builds
     assert len({entry.key for entry in builds}) == len(builds)
     # a later run reuses them all: nothing is built
     again = run(pytester, "-n", "2")
@@ -285,6 +287,42 @@ def test_a_warm_run_replays_lowerings_but_times_a_real_torch_compile(pytester):
     ], warm.outlines
     assert all(warm_steps[i][1].endswith("cache hit") for i in (0, 1, 3)), warm_steps
     assert (pytester.path / "served.txt").read_text().split() == ["OptimizedModule", "ReplayedTorchCompile"]
+
+
+def test_a_warm_run_replays_the_fp32_side_of_the_accuracy_gates(pytester):
+    write_project(
+        pytester,
+        """
+        import pytest
+        import torch
+
+        @pytest.fixture(scope="session")
+        def ovq_eval_dataset():
+            g = torch.Generator().manual_seed(3)
+            return [(torch.randn(4, 3, 16, 16, generator=g), None) for _ in range(3)]
+
+        @pytest.mark.ovq_accuracy(metric="cosine", min_value=0.5)
+        @pytest.mark.ovq_accuracy(metric="sqnr", min_value=1.0)
+        def test_fidelity(ovq_model):  # ovq_model: the conftest's is parametrized
+            pass
+        """,
+    )
+    outcomes = []
+    for name, flags in (("cold", ["--ovq-regen-all"]), ("warm", [])):  # the warm run compares with what cold recorded
+        result = run(pytester, "-p", "no:xdist", *flags, f"--ovq-results={name}.json")
+        result.assert_outcomes(passed=1)
+        [(step, detail)] = [(s, d) for s, d in progress_steps(result) if s == "evaluate"]
+        outcomes.append((detail, json.loads((pytester.path / f"{name}.json").read_text())["gates"][0]["rows"]))
+    (cold_detail, cold_rows), (warm_detail, warm_rows) = outcomes
+    # 12 samples in chunks of the example inputs' batch (1): 12 FP32 calls, run once, then replayed
+    assert cold_detail == "FP32 outputs of 12 call(s) run and recorded"
+    assert warm_detail == "FP32 outputs of 12 call(s) replayed from the cache"
+    values = [[(r["name"], r["fp32"], r["int8"], r["drop"]) for r in rows] for rows in (cold_rows, warm_rows)]
+    assert values[0] == values[1] and {r["name"] for r in warm_rows} == {"cosine", "sqnr"}
+    assert [r["status"] for r in warm_rows] == ["pass", "pass"]  # the same values as the reference
+    from pytest_ovquant.cache import ArtifactCache
+
+    assert [e.kind for e in ArtifactCache(pytester.path / ".ovquant_cache").build_log()].count("fp32-outputs") == 1
 
 
 def progress_steps(result: pytest.RunResult) -> list[tuple[str, str]]:

@@ -123,6 +123,21 @@ def export_model(
 
     Raises ``ExportError`` naming the model and giving torch's reason.
     """
+    return export_program(
+        model, example_inputs, name=name, dynamic_shapes=dynamic_shapes, dynamic_batch=dynamic_batch, strict=strict
+    ).module()
+
+
+def export_program(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    *,
+    name: str | None = None,
+    dynamic_shapes: Any = None,
+    dynamic_batch: bool = False,
+    strict: bool = False,
+) -> torch.export.ExportedProgram:
+    """``export_model``'s ``ExportedProgram`` itself (what the artifact cache saves)."""
     label = name or type(model).__name__
     if not isinstance(example_inputs, tuple):
         raise ExportError(
@@ -145,4 +160,4 @@ def export_model(
         raise ExportError(
             f"torch.export could not capture {label}: {type(error).__name__}: {reason}{where}{_hint(error, strict)}"
         ) from error
-    return program.module()
+    return program

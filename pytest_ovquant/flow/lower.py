@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -137,6 +137,11 @@ def resolve_backend(config: QuantizeConfig) -> str:
     return "openvino"
 
 
+def count_model_inputs(example_inputs: tuple[Any, ...]) -> int:
+    """How many inputs OpenVINO gets (the tensors among the example inputs)."""
+    return sum(1 for a in example_inputs if isinstance(a, torch.Tensor))
+
+
 def _report(
     lowering: str,
     backend: str | None,
@@ -150,7 +155,7 @@ def _report(
         lowering=lowering,
         backend=backend,
         quantized=quantized,
-        model_inputs=sum(1 for a in example_inputs if isinstance(a, torch.Tensor)),
+        model_inputs=count_model_inputs(example_inputs),
         irs=[summarize_ir(model_ir, compiled) for model_ir, compiled in records],
         min_int8_fraction=config.min_int8_fraction,
         compile_seconds=seconds,
@@ -212,6 +217,79 @@ def export_to_openvino(model: torch.nn.Module, example_inputs: tuple[Any, ...]) 
     return ov.convert_model(torch.export.export(model, example_inputs))
 
 
+EXPORT_LOWERING = "ov.convert_model(torch.export.export(...))"
+
+
+def _lowering_error(name: str, how: str, error: Exception) -> LoweringError:
+    text = str(error).strip()
+    hint = ""
+    if "No conversion rule found" in text or "wasn't fully converted" in text:
+        hint = (
+            "\nhint: OpenVINO cannot convert the operations named above: replace them in the model, or use "
+            "lowering='torch.compile', where they run in PyTorch between OpenVINO partitions (the lowering "
+            "report names them)"
+        )
+    return LoweringError(f"lowering {name} with {how} failed: {type(error).__name__}: {text[:2000]}{hint}")
+
+
+def convert_export_lowering(model: torch.nn.Module, example_inputs: tuple[Any, ...], *, name: str = "model") -> tuple[Any, Any]:
+    """The export lowering's machine-independent half: (IR, treespec of the model's outputs).
+
+    Kept apart from compiling so the artifact cache can store the IR even where the CPU plugin then
+    fails to compile it (a strict xfail need not convert again on every run).
+    """
+    from torch.utils._pytree import tree_flatten
+
+    try:
+        with torch.no_grad():
+            _, out_spec = tree_flatten(model(*example_inputs))
+            return export_to_openvino(model, example_inputs), out_spec
+    except OVQuantError:
+        raise
+    except Exception as error:
+        raise _lowering_error(name, EXPORT_LOWERING, error) from error
+
+
+def compile_ir(ir: Any, config: QuantizeConfig, *, quantized: bool, name: str, how: str, compile_cache_dir: str | None) -> Any:
+    """``Core().compile_model`` for the CPU with the config's properties; a failure is a ``LoweringError``."""
+    import openvino as ov
+
+    try:
+        return ov.Core().compile_model(ir, "CPU", ov_compile_config(config, quantized, compile_cache_dir))
+    except Exception as error:
+        raise _lowering_error(name, how, error) from error
+
+
+def compile_export_lowering(
+    ir: Any,
+    out_spec: Any,
+    config: QuantizeConfig,
+    *,
+    quantized: bool,
+    model_inputs: int,
+    name: str = "model",
+    compile_cache_dir: str | None = None,
+    notes: Sequence[str] = (),
+    started: float | None = None,
+) -> LoweredModel:
+    """The export lowering's second half: compile ``ir`` and call it like the model (``out_spec``)."""
+    start = time.perf_counter() if started is None else started
+    compiled = compile_ir(ir, config, quantized=quantized, name=name, how=EXPORT_LOWERING, compile_cache_dir=compile_cache_dir)
+    report = LoweringReport(
+        lowering="export",
+        backend=None,
+        quantized=quantized,
+        model_inputs=model_inputs,
+        irs=[summarize_ir(ir, compiled)],
+        min_int8_fraction=config.min_int8_fraction,
+        compile_seconds=time.perf_counter() - start,
+        notes=list(notes),
+    )
+    lowered = LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
+    lowered.ir_records = [(ir, compiled)]
+    return lowered
+
+
 def lower_export(
     model: torch.nn.Module,
     example_inputs: tuple[Any, ...],
@@ -221,35 +299,18 @@ def lower_export(
     name: str = "model",
     compile_cache_dir: str | None = None,
 ) -> LoweredModel:
-    import openvino as ov
-    from torch.utils._pytree import tree_flatten
-
     start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            _, out_spec = tree_flatten(model(*example_inputs))
-            ov_model = export_to_openvino(model, example_inputs)
-            compiled = ov.Core().compile_model(ov_model, "CPU", ov_compile_config(config, quantized, compile_cache_dir))
-    except OVQuantError:
-        raise
-    except Exception as error:
-        text = str(error).strip()
-        hint = ""
-        if "No conversion rule found" in text or "wasn't fully converted" in text:
-            hint = (
-                "\nhint: OpenVINO cannot convert the operations named above: replace them in the model, or use "
-                "lowering='torch.compile', where they run in PyTorch between OpenVINO partitions (the lowering "
-                "report names them)"
-            )
-        raise LoweringError(
-            f"lowering {name} with ov.convert_model(torch.export.export(...)) failed: "
-            f"{type(error).__name__}: {text[:2000]}{hint}"
-        ) from error
-    seconds = time.perf_counter() - start
-    report = _report("export", None, [(ov_model, compiled)], example_inputs, config, quantized, seconds)
-    lowered = LoweredModel(OpenVINORunner(compiled, out_spec), report, name)
-    lowered.ir_records = [(ov_model, compiled)]
-    return lowered
+    ir, out_spec = convert_export_lowering(model, example_inputs, name=name)
+    return compile_export_lowering(
+        ir,
+        out_spec,
+        config,
+        quantized=quantized,
+        model_inputs=count_model_inputs(example_inputs),
+        name=name,
+        compile_cache_dir=compile_cache_dir,
+        started=start,
+    )
 
 
 def lower(
@@ -273,12 +334,17 @@ def lower(
 
 
 __all__ = [
+    "EXPORT_LOWERING",
     "IRSummary",
     "LoweredModel",
     "OpenVINORunner",
+    "compile_export_lowering",
+    "compile_ir",
+    "convert_export_lowering",
+    "count_model_inputs",
     "export_to_openvino",
     "lower",
-    "ov_compile_config",
     "lower_export",
     "lower_torch_compile",
+    "ov_compile_config",
 ]

@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten, treespec_dumps, treespec_loads
 from ..config import QuantizeConfig
 from ..fingerprint import inputs_signature
 from ..verify import LoweringReport, summarize_ir
-from .lower import LoweredModel, OpenVINORunner, ov_compile_config
+from .lower import LoweredModel, OpenVINORunner, compile_export_lowering, compile_ir, count_model_inputs
 
 REPLAY_NOTE = "replayed from the artifact cache: the IR this lowering produced in an earlier run"
 
@@ -51,18 +51,23 @@ def replay_record(lowered: LoweredModel, example_inputs: tuple[Any, ...]) -> tup
             for a, b in zip(obtained, expected)
         ):
             return "the IR alone does not reproduce the compiled module's outputs"
+    record = ir_record(lowered.report.lowering, lowered.report.backend, out_spec, example_inputs)
+    return record if isinstance(record, str) else (ir, record)
+
+
+def ir_record(lowering: str, backend: str | None, out_spec: Any, example_inputs: tuple[Any, ...]) -> dict[str, Any] | str:
+    """The JSON record stored beside a lowering's IR (how to call it), or why there can be none."""
     try:
         spec = treespec_dumps(out_spec)
     except Exception as error:  # an output type pytree cannot serialize
         return f"its output structure cannot be saved ({type(error).__name__})"
-    record = {
-        "lowering": lowered.report.lowering,
-        "backend": lowered.report.backend,
+    return {
+        "lowering": lowering,
+        "backend": backend,
         "out_spec": spec,
         "signature": inputs_signature(example_inputs),
-        "model_inputs": lowered.report.model_inputs,
+        "model_inputs": count_model_inputs(example_inputs),
     }
-    return ir, record
 
 
 class ReplayedTorchCompile:
@@ -97,11 +102,21 @@ def replay(
     build_real: Callable[[], LoweredModel],
 ) -> LoweredModel:
     """The LoweredModel ``record`` describes, running ``ir``; its report is made from the compiled IR."""
-    import openvino as ov
-
+    out_spec = treespec_loads(record["out_spec"])
+    if record["lowering"] == "export":  # the module is the IR itself: the export lowering's own second half
+        return compile_export_lowering(
+            ir,
+            out_spec,
+            config,
+            quantized=quantized,
+            model_inputs=record["model_inputs"],
+            name=name,
+            compile_cache_dir=compile_cache_dir,
+            notes=[REPLAY_NOTE],
+        )
     start = time.perf_counter()
-    compiled = ov.Core().compile_model(ir, "CPU", ov_compile_config(config, quantized, compile_cache_dir))
-    runner = OpenVINORunner(compiled, treespec_loads(record["out_spec"]))
+    how = f"its OpenVINO IR replayed from the artifact cache ({record['lowering']} lowering)"
+    compiled = compile_ir(ir, config, quantized=quantized, name=name, how=how, compile_cache_dir=compile_cache_dir)
     report = LoweringReport(
         lowering=record["lowering"],
         backend=record["backend"],
@@ -112,9 +127,7 @@ def replay(
         compile_seconds=time.perf_counter() - start,
         notes=[REPLAY_NOTE],
     )
-    module: Any = runner
-    if record["lowering"] == "torch.compile":
-        module = ReplayedTorchCompile(runner, record["signature"], build_real)
+    module = ReplayedTorchCompile(OpenVINORunner(compiled, out_spec), record["signature"], build_real)
     lowered = LoweredModel(module, report, name)
     lowered.ir_records = [(ir, compiled)]
     return lowered
@@ -124,4 +137,4 @@ def is_replayed_torch_compile(lowered: LoweredModel) -> bool:
     return isinstance(lowered.module, ReplayedTorchCompile)
 
 
-__all__ = ["REPLAY_NOTE", "ReplayedTorchCompile", "is_replayed_torch_compile", "replay", "replay_record"]
+__all__ = ["REPLAY_NOTE", "ReplayedTorchCompile", "ir_record", "is_replayed_torch_compile", "replay", "replay_record"]

@@ -107,6 +107,11 @@ def _chunks(args: tuple[torch.Tensor, ...], target: Any, size: int) -> Iterable[
         yield tuple(a[start:stop] for a in args), chunk_target
 
 
+def chunk_size(example_inputs: tuple[Any, ...]) -> int:
+    """The batch the evaluation feeds: the example inputs' (what the lowered module was compiled for)."""
+    return example_inputs[0].shape[0] if example_inputs and hasattr(example_inputs[0], "shape") else 1
+
+
 def evaluate(
     fp32_model: Callable[..., Any],
     int8_model: Callable[..., Any],

@@ -1,20 +1,21 @@
 """A small CNN trained on scikit-learn's digits (1,797 labelled 8x8 images that ship with sklearn).
 
-Real trained weights for the accuracy gates, with no download. ``python tests/models/digits.py`` retrains
-and rewrites the committed checkpoint; training is deterministic (seeded, one thread) and takes
-seconds on a CPU.
+Real trained weights for the accuracy gates, with no download. ``python tests/models/digits.py``
+rewrites the committed split (digits_split.json), retrains and rewrites the committed checkpoint;
+training is deterministic (seeded, one thread) and takes seconds on a CPU.
 """
 
 from __future__ import annotations
 
 import functools
-
+import json
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
 
 CHECKPOINT = Path(__file__).with_name("digits_cnn.pt")
+SPLIT_FILE = Path(__file__).with_name("digits_split.json")  # written by sklearn_split() (see __main__)
 SPLIT_SEED = 0
 TRAIN_SEED = 0
 TEST_FRACTION = 0.25
@@ -38,22 +39,51 @@ class DigitsCNN(torch.nn.Module):
         return self.fc2(x)
 
 
+def _images_and_labels() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,797 images scaled to [0, 1], shape (N, 1, 8, 8), and their labels.
+
+    Read from the CSV scikit-learn ships (what ``sklearn.datasets.load_digits`` reads) without
+    importing sklearn: that import (scipy with it) takes over a second, more than the whole warm
+    model suite spends on the digits models. tests/test_digits_data.py checks both agree.
+    """
+    import gzip
+    import importlib.util
+
+    import numpy
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("scikit-learn is not installed: its digits data set is the digits models' data")
+    csv = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(csv, "rt") as handle:
+        table = numpy.loadtxt(handle, delimiter=",", dtype=numpy.float32)
+    images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 8, 8).copy()) / 16.0
+    return images, torch.from_numpy(table[:, -1].astype(numpy.int64))
+
+
+def sklearn_split() -> dict[str, list[int]]:
+    """The fixed split, computed: ``train_test_split`` stratified, seed ``SPLIT_SEED`` (what SPLIT_FILE holds)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    labels = load_digits().target
+    train, test = train_test_split(
+        list(range(len(labels))), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels
+    )
+    return {"train": [int(i) for i in train], "test": [int(i) for i in test]}
+
+
 @functools.lru_cache(maxsize=None)
 def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_x, train_y, test_x, test_y): images scaled to [0, 1], shape (N, 1, 8, 8); a fixed split.
 
-    Computed once per process (callers slice it, never write into it).
+    The split's indices (in sklearn's order: calibration takes the first training images) are
+    committed in SPLIT_FILE. Computed once per process (callers slice it, never write into it).
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(
-        list(range(len(labels))), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=digits.target
-    )
-    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+    images, labels = _images_and_labels()
+    split = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
+    train, test = torch.tensor(split["train"]), torch.tensor(split["test"])
+    return images[train], labels[train], images[test], labels[test]
 
 
 def fit(make_model: Callable[[], M], epochs: int, seed: int = TRAIN_SEED) -> M:
@@ -96,6 +126,8 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
 
 
 if __name__ == "__main__":
+    SPLIT_FILE.write_text(json.dumps(sklearn_split()) + "\n", encoding="utf-8")
+    load_split.cache_clear()
     trained = train()
     torch.save(trained.state_dict(), CHECKPOINT)
     _, _, test_x, test_y = load_split()

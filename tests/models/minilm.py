@@ -84,10 +84,18 @@ def _offline() -> None:
 
 @functools.lru_cache(maxsize=None)
 def tokenizer() -> Any:
-    _offline()
-    from transformers import AutoTokenizer
+    """The model's fast tokenizer (the package's tokenizer.json) from the ``tokenizers`` library,
+    padding and truncating to SEQ_LEN.
 
-    return AutoTokenizer.from_pretrained(model_dir(), local_files_only=True)
+    Not ``transformers.AutoTokenizer``: the same ids (tests/test_minilm_data.py checks), but loading
+    it imports scikit-learn through transformers, a second of a warm run of the model suite.
+    """
+    from tokenizers import Tokenizer
+
+    loaded = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    loaded.enable_padding(length=SEQ_LEN, pad_id=loaded.token_to_id("[PAD]"), pad_token="[PAD]")
+    loaded.enable_truncation(max_length=SEQ_LEN)
+    return loaded
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,8 +115,8 @@ def load_model() -> SentenceEmbedder:
 
 
 def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    encoded = tokenizer()(texts, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="pt")
-    return encoded["input_ids"], encoded["attention_mask"]
+    encoded = tokenizer().encode_batch(texts)
+    return torch.tensor([e.ids for e in encoded]), torch.tensor([e.attention_mask for e in encoded])
 
 
 def batches(texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -400,12 +400,13 @@ def entry_kind(entry: Path) -> str:
 def built_entries(root: Path) -> list[Path]:
     """Published entries of what the flow builds (program, lowering); every entry must be intact.
 
-    A ``graph`` record (which graph the model exports to) is published before calibration starts.
+    The ``exported`` program and the ``graph`` record (which graph the model exports to) are
+    published before calibration starts.
     """
     entries = cache_entries(root)
     for entry in entries:
         assert_entry_intact(entry)
-    return [e for e in entries if entry_kind(e) != "graph"]
+    return [e for e in entries if entry_kind(e) not in ("exported", "graph")]
 
 
 def assert_entry_intact(entry: Path) -> None:
@@ -484,7 +485,7 @@ def test_ctrl_c_during_calibration_exits_cleanly_and_leaves_no_cache_entry(pytes
     final = pytester.runpytest_subprocess(f"--ovq-cache-dir={cache_root}", "-p", "no:xdist", timeout=SESSION_TIMEOUT_S)
     final.assert_outcomes(passed=1)
     entries = cache_entries(cache_root)
-    assert sorted(entry_kind(e) for e in entries) == ["graph", "lowering", "program"]
+    assert sorted(entry_kind(e) for e in entries) == ["exported", "graph", "lowering", "program"]
     for entry in entries:
         assert_entry_intact(entry)
     assert {e.name for e in entries if entry_kind(e) == "program"} == program_keys
@@ -719,7 +720,7 @@ def test_tampered_cache_entries_warn_naming_them_and_are_rebuilt(pytester, tmp_p
     first = pytester.runpytest_subprocess(f"--ovq-cache-dir={cache_root}", "-p", "no:xdist", timeout=SESSION_TIMEOUT_S)
     first.assert_outcomes(passed=1)
     entries = {entry_kind(e): e for e in cache_entries(cache_root)}
-    assert sorted(entries) == ["graph", "lowering", "program"]
+    assert sorted(entries) == ["exported", "graph", "lowering", "program"]
     flip_bytes(entries["program"] / "program.pt2")
     flip_bytes(entries["lowering"] / "model.bin")  # the IR's weights: served as they are, the INT8 model would be wrong
 
@@ -735,7 +736,7 @@ def test_tampered_cache_entries_warn_naming_them_and_are_rebuilt(pytester, tmp_p
         assert_entry_intact(entry)  # rebuilt under the same key
     assert "rebuilt (bad cache entry)" in out
     builds = Counter(e.kind for e in ArtifactCache(cache_root).build_log())
-    assert builds == {"graph": 1, "program": 2, "lowering": 2}
+    assert builds == {"exported": 1, "graph": 1, "program": 2, "lowering": 2}
     # the rebuilt INT8 model computes what the first session's did
     before, after = (ast.literal_eval((tmp_path / f"outputs-{run}").read_text()) for run in (1, 2))
     assert len(before) == len(after) == 8
