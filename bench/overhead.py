@@ -5,6 +5,7 @@ Run from the project root:
     .venv/bin/python bench/overhead.py                          # (a) 3 bare + 3 plugin runs, then (b)
     .venv/bin/python bench/overhead.py --repeats 2 --pairs 200 --skip-suite
     .venv/bin/python bench/overhead.py --skip-speedup           # only (b)
+    .venv/bin/python bench/overhead.py --skip-speedup --suite-repeats 3   # (b), three pairs per mode
     PYTHONPATH=. .venv-legacy/bin/python bench/overhead.py      # the legacy stack
 
 (a) Same model, same run: does the plugin measure the speedup a bare script measures?
@@ -28,7 +29,8 @@ is within 5%).
 
 (b) Cold vs warm: ``pytest tests/models -p no:logging -q -m "not ovq_speedup"`` (the model suite
 without its speed gates) run twice in a row in a subprocess from the project root, wall time of
-each; first with ``-n 0``, then the same pair with ``-n 2`` (two xdist workers). If the plugin has an on-disk artifact cache
+each; first with ``-n 0``, then the same pair with ``-n 2`` (two xdist workers); ``--suite-repeats``
+runs that N times and prints the medians. If the plugin has an on-disk artifact cache
 (``--ovq-cache-dir`` / ``--ovq-clear-cache`` in ``pytest --help``), the cold run uses a fresh
 temporary cache directory with ``--ovq-clear-cache`` and the warm run the same directory without it
 (so the project's own cache is left alone; ``--project-cache`` uses the default location instead);
@@ -279,18 +281,26 @@ def part_b(args: argparse.Namespace) -> None:
               "both runs build every artifact; 'warm' differs only by OS file caches / bytecode")
         cold_extra, warm_extra = [], []
     try:
-        walls: dict[tuple[str, str], float] = {}
-        for mode, mode_args in XDIST_MODES.items():  # each mode: a cold run (cleared cache), then a warm one
-            for label, extra in (("cold", cold_extra), ("warm", warm_extra)):
-                print(f"  running the {label} suite ({mode}) ...", file=sys.stderr, flush=True)
-                wall, code, summary = run_suite(mode_args + extra)
-                walls[mode, label] = wall
-                print(f"{label:<5} {mode}: {wall:7.1f}s wall  exit {code}  [{summary}]", flush=True)
-        for mode in XDIST_MODES:
-            cold, warm = walls[mode, "cold"], walls[mode, "warm"]
-            print(f"{mode}: cold / warm {cold / warm:.1f}x ({cold - warm:+.1f}s saved by the warm run)")
-        for label in ("cold", "warm"):
-            n0, n2 = walls["-n 0", label], walls["-n 2", label]
+        pairs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in XDIST_MODES}
+        for repeat in range(args.suite_repeats):
+            for mode, mode_args in XDIST_MODES.items():  # each mode: a cold run (cleared cache), then a warm one
+                walls = {}
+                for label, extra in (("cold", cold_extra), ("warm", warm_extra)):
+                    print(f"  running the {label} suite ({mode}, pair {repeat + 1}) ...", file=sys.stderr, flush=True)
+                    wall, code, summary = run_suite(mode_args + extra)
+                    walls[label] = wall
+                    print(f"{label:<5} {mode}: {wall:7.1f}s wall  exit {code}  [{summary}]", flush=True)
+                pairs[mode].append((walls["cold"], walls["warm"]))
+        medians = {}
+        for mode, runs in pairs.items():
+            ratios = [cold / warm for cold, warm in runs]
+            cold, warm = statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs)
+            medians[mode] = (cold, warm)
+            spread = f"; per pair {', '.join(f'{r:.1f}x' for r in ratios)}" if len(runs) > 1 else ""
+            print(f"{mode}: cold / warm {statistics.median(ratios):.1f}x (medians: {cold:.1f}s vs {warm:.1f}s, "
+                  f"{cold - warm:+.1f}s saved by the warm run{spread})")
+        for index, label in enumerate(("cold", "warm")):
+            n0, n2 = medians["-n 0"][index], medians["-n 2"][index]
             print(f"{label}: -n 0 / -n 2 {n0 / n2:.2f}x ({n0:.1f}s vs {n2:.1f}s)")
     finally:
         if tmp is not None:
@@ -303,13 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="(a): bare and plugin measurements, each (default 3)")
     parser.add_argument("--pairs", type=int, default=100, help="(a): timed pairs per bare measurement (default 100)")
+    parser.add_argument("--suite-repeats", type=int, default=1,
+                        help="(b): cold/warm pairs per xdist mode (default 1); medians are printed")
     parser.add_argument("--skip-speedup", action="store_true", help="skip (a)")
     parser.add_argument("--skip-suite", action="store_true", help="skip (b)")
     parser.add_argument("--project-cache", action="store_true",
                         help="(b): use (and clear) the project's default cache instead of a temporary one")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.pairs < 1:
-        parser.error("need --repeats >= 1 and --pairs >= 1")
+    if args.repeats < 1 or args.pairs < 1 or args.suite_repeats < 1:
+        parser.error("need --repeats, --pairs and --suite-repeats >= 1")
     from pytest_ovquant.compat import stack_versions
 
     print("stack:   " + ", ".join(f"{k} {v}" for k, v in stack_versions().items() if v is not None))

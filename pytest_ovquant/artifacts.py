@@ -13,6 +13,7 @@ exports, loads a program, nor traces with dynamo, unless a test asks for those a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from torch.utils._pytree import treespec_loads
 
 from .cache import ArtifactCache, cache_key, graph_fingerprint, versions_part
 from .config import QuantizeConfig
+from .errors import LoweringError
 from .fingerprint import ModelFingerprints, definition_fingerprint, inputs_signature, tensors_fingerprint
 from .flow.export import batch_dynamic_shapes, export_program
 from .flow.lower import LoweredModel, compile_export_lowering, convert_export_lowering, count_model_inputs, lower
@@ -250,7 +252,9 @@ class ModelArtifacts:
                     # OpenVINO keys its blob cache by the IR it compiles, and the IR read back from
                     # the entry hashes unlike the in-memory one the lowering compiled: compile the
                     # stored one now, so that a first warm run imports blobs instead of compiling.
-                    cache.read_ir(disk_key, from_ir)
+                    # (Should that fail, the warm run's load fails too and rebuilds, with a warning.)
+                    with contextlib.suppress(LoweringError):
+                        cache.read_ir(disk_key, from_ir)
             lowered, detail = _described(lowered)
             detail += f", {CACHE_STATUS[status]}"
             if not_stored:

@@ -225,7 +225,9 @@ def run_gates(
 
         with shared():
             try:
-                results = fp32_outputs.evaluate(fp32_model, evaluate_with) if fp32_outputs else evaluate_with(fp32_model)
+                results = (
+                    fp32_outputs.evaluate(fp32_model, evaluate_with) if fp32_outputs is not None else evaluate_with(fp32_model)
+                )
             except EvaluationError as error:
                 raise EvaluationError(f"evaluating {model_name}: {error}") from error
         for gate in plan.accuracy:

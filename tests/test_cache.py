@@ -32,7 +32,7 @@ from pytest_ovquant.cache import (
     versions_part,
 )
 from pytest_ovquant.config import make_config
-from pytest_ovquant.errors import OVQuantError
+from pytest_ovquant.errors import LoweringError, OVQuantError
 from pytest_ovquant.fingerprint import definition_fingerprint
 from pytest_ovquant.flow import export_model, lower, quantize
 from pytest_ovquant.flow.export import export_program
@@ -612,8 +612,7 @@ def test_export_lowering_ir_is_cached_when_converted_so_a_compile_failure_does_n
     real_compile = lower_module.compile_ir
 
     def no_suitable_implementation(ir: Any, config: Any, *, name: str, how: str, **kwargs: Any) -> Any:
-        error = RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp: No suitable implementations")
-        raise lower_module._lowering_error(name, how, error)
+        raise LoweringError(f"lowering {name} with {how} failed: RuntimeError: No suitable implementations")
 
     conversions = Builder(lambda: None)
     real_convert = artifacts_module.convert_export_lowering

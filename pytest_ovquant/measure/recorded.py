@@ -168,14 +168,15 @@ class RecordedOutputsStore:
                 return None
             return packed
 
-        (result, calls), self.status = self.cache.get_or_build_arrays(
+        # built: (the evaluation's result, its recorder); loaded: (None, the recorded calls)
+        (result, recorded), self.status = self.cache.get_or_build_arrays(
             self.key, "fp32-outputs", record, to_arrays, lambda arrays, stored: (None, unpack(arrays, stored))
         )
         if result is not None:
-            self.calls = calls.count
+            self.calls = recorded.count
             return result
-        replayer = OutputReplayer(calls)
-        self.calls = len(calls)
+        replayer = OutputReplayer(recorded)
+        self.calls = len(recorded)
         try:
             result = run(replayer)
             replayer.check_finished()
