@@ -1,13 +1,14 @@
-"""Serve a lowering again from the one OpenVINO IR it produced (what the artifact cache stores).
+"""A torch.compile lowering served again from the one OpenVINO IR it produced (the cache stores it).
 
 Why: a warm run would otherwise trace the cached quantized program with dynamo again; only
 OpenVINO's compiled blob was cached. Replaying reads the IR, compiles it (``CACHE_DIR`` makes that
 an import of the blob) and summarizes it again, so the lowering report describes what runs now.
 
-A lowering is replayable when OpenVINO runs all of it as one IR and the IR alone reproduces it:
-the export lowering always; the torch.compile lowering when its partitioner made one partition,
-left no op to PyTorch, its inputs are all tensors, and the IR called directly with the example
-inputs gives the compiled module's outputs bit for bit (which also checks the input order).
+A torch.compile lowering is replayable when its partitioner made one partition, left no op to
+PyTorch, its inputs are all tensors, and the IR called directly with the example inputs gives the
+compiled module's outputs bit for bit (which also checks the input order). (The export lowering's
+module *is* its IR: ``artifacts`` stores that IR once converted and compiles it on every run,
+``lower.compile_export_lowering``.)
 
 A replayed torch.compile lowering runs the IR only for calls with the example inputs' shapes and
 dtypes (the signature dynamo traced); any other call goes to a real ``torch.compile``, built on
@@ -26,13 +27,13 @@ from torch.utils._pytree import tree_flatten, treespec_dumps, treespec_loads
 from ..config import QuantizeConfig
 from ..fingerprint import inputs_signature
 from ..verify import LoweringReport, summarize_ir
-from .lower import LoweredModel, OpenVINORunner, compile_export_lowering, compile_ir, count_model_inputs
+from .lower import LoweredModel, OpenVINORunner, compile_ir, count_model_inputs
 
 REPLAY_NOTE = "replayed from the artifact cache: the IR this lowering produced in an earlier run"
 
 
 def replay_record(lowered: LoweredModel, example_inputs: tuple[Any, ...]) -> tuple[Any, dict[str, Any]] | str:
-    """(IR, record) to store for ``lowered``, or why it cannot be replayed."""
+    """(IR, record) to store for a torch.compile lowering, or why it cannot be replayed."""
     records = lowered.ir_records
     if len(records) != 1:
         return f"{len(records)} OpenVINO IRs"
@@ -41,16 +42,13 @@ def replay_record(lowered: LoweredModel, example_inputs: tuple[Any, ...]) -> tup
     if not example_inputs or not all(isinstance(a, torch.Tensor) for a in example_inputs):
         return "the example inputs are not all tensors"
     ir, compiled = records[0]
-    if isinstance(lowered.module, OpenVINORunner):  # the export lowering: the module is the IR
-        out_spec = lowered.module.out_spec
-    else:
-        expected, out_spec = tree_flatten(lowered(*example_inputs))
-        obtained, _ = tree_flatten(OpenVINORunner(compiled, out_spec)(*example_inputs))
-        if len(obtained) != len(expected) or not all(
-            isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-            for a, b in zip(obtained, expected)
-        ):
-            return "the IR alone does not reproduce the compiled module's outputs"
+    expected, out_spec = tree_flatten(lowered(*example_inputs))
+    obtained, _ = tree_flatten(OpenVINORunner(compiled, out_spec)(*example_inputs))
+    if len(obtained) != len(expected) or not all(
+        isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+        for a, b in zip(obtained, expected)
+    ):
+        return "the IR alone does not reproduce the compiled module's outputs"
     record = ir_record(lowered.report.lowering, lowered.report.backend, out_spec, example_inputs)
     return record if isinstance(record, str) else (ir, record)
 
@@ -101,19 +99,8 @@ def replay(
     compile_cache_dir: str | None,
     build_real: Callable[[], LoweredModel],
 ) -> LoweredModel:
-    """The LoweredModel ``record`` describes, running ``ir``; its report is made from the compiled IR."""
+    """The torch.compile lowering ``record`` describes, running ``ir``; its report is made from the compiled IR."""
     out_spec = treespec_loads(record["out_spec"])
-    if record["lowering"] == "export":  # the module is the IR itself: the export lowering's own second half
-        return compile_export_lowering(
-            ir,
-            out_spec,
-            config,
-            quantized=quantized,
-            model_inputs=record["model_inputs"],
-            name=name,
-            compile_cache_dir=compile_cache_dir,
-            notes=[REPLAY_NOTE],
-        )
     start = time.perf_counter()
     how = f"its OpenVINO IR replayed from the artifact cache ({record['lowering']} lowering)"
     compiled = compile_ir(ir, config, quantized=quantized, name=name, how=how, compile_cache_dir=compile_cache_dir)
