@@ -185,6 +185,23 @@ def _load_program(path: Path) -> torch.export.ExportedProgram:
         return load()
 
 
+def _payload_writer(
+    to_stored: Callable[[T], "tuple[Any, dict[str, Any]] | None"], save: Callable[[Any, Path], None]
+) -> Callable[[T, Path], None]:
+    """The writer of an entry made of one payload plus a JSON record: ``to_stored(value)`` gives
+    (payload, record), or None for a value that is not to be stored (nothing is published)."""
+
+    def write(value: T, tmp: Path) -> None:
+        stored = to_stored(value)
+        if stored is None:
+            raise _NotStored
+        payload, record = stored
+        save(payload, tmp)
+        _write_record(record, tmp)
+
+    return write
+
+
 def _load_ir(entry: Path, from_ir: Callable[["openvino.Model", dict[str, Any]], T]) -> T:
     import openvino as ov
 
@@ -280,17 +297,12 @@ class ArtifactCache:
         published, no warning); ``from_ir(ir, record)`` rebuilds the value from a stored entry.
         """
 
-        def write(value: T, tmp: Path) -> None:
+        def save(ir: "openvino.Model", tmp: Path) -> None:
             import openvino as ov
 
-            stored = to_ir(value)
-            if stored is None:
-                raise _NotStored
-            ir, record = stored
             ov.save_model(ir, tmp / IR_NAME, compress_to_fp16=False)
-            _write_record(record, tmp)
 
-        return self._get_or_build(key, kind, build, write, lambda entry: _load_ir(entry, from_ir))
+        return self._get_or_build(key, kind, build, _payload_writer(to_ir, save), lambda entry: _load_ir(entry, from_ir))
 
     def read_ir(
         self, key: str, from_ir: Callable[["openvino.Model", dict[str, Any]], T], *, kind: str = "lowering"
@@ -319,16 +331,11 @@ class ArtifactCache:
         Arrays go into one uncompressed ``.npz`` read back with ``allow_pickle=False``.
         """
 
-        def write(value: T, tmp: Path) -> None:
+        def save(arrays: "dict[str, numpy.ndarray]", tmp: Path) -> None:
             import numpy
 
-            stored = to_arrays(value)
-            if stored is None:
-                raise _NotStored
-            arrays, record = stored
             with (tmp / ARRAYS_NAME).open("wb") as handle:
                 numpy.savez(handle, **arrays)
-            _write_record(record, tmp)
 
         def load(entry: Path) -> T:
             import numpy
@@ -337,7 +344,7 @@ class ArtifactCache:
                 arrays = {name: stored[name] for name in stored.files}
             return from_arrays(arrays, _read_record(entry))
 
-        return self._get_or_build(key, kind, build, write, load)
+        return self._get_or_build(key, kind, build, _payload_writer(to_arrays, save), load)
 
     def clear(self) -> None:
         """Remove every entry, temp dir and the build log; keep .gitignore, CACHEDIR.TAG and locks/.
